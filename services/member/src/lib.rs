@@ -1,0 +1,51 @@
+//! The member service: owns the library's members (`bookmesh.member.v1.MemberService`) in its
+//! own database, reachable only through its gRPC API.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+
+use std::future::Future;
+
+use bookmesh::proto::member::v1::member_service_server::MemberServiceServer;
+use bookmesh::server::{Readiness, ServeError};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Binds the configured address and serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    bookmesh::telemetry::init_logging(config.server.log_format);
+    config.log();
+    let listener = TcpListener::bind(config.listen).await?;
+    serve(config, listener).await
+}
+
+/// Serves on `listener` until SIGINT or SIGTERM.
+pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
+    serve_until(config, listener, bookmesh::server::shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve_until(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let db = bookmesh::db::connect_lazy(&config.database_url()).await?;
+    let readiness = Readiness::new();
+    let readiness_task = bookmesh::db::spawn_readiness::<store::migration::Migrator>(
+        db.clone(),
+        readiness.clone(),
+        config.server.readiness_interval,
+    );
+    let service = MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
+        .max_decoding_message_size(config.server.max_message_bytes)
+        .max_encoding_message_size(config.server.max_message_bytes);
+    let served =
+        bookmesh::server::serve(&config.server, service, listener, readiness, shutdown).await;
+    readiness_task.abort();
+    served
+}

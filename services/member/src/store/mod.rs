@@ -1,0 +1,86 @@
+//! Persistence of members: the only module that sees sea-orm.
+
+pub mod entity;
+pub mod migration;
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr,
+};
+
+use crate::domain::{Email, Member, MemberId, MemberName};
+use crate::error::MemberError;
+use bookmesh::paging::PageRequest;
+
+#[derive(Clone)]
+pub struct MemberStore {
+    db: DatabaseConnection,
+}
+
+impl MemberStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Inserts a new member; the unique index on email decides races between two registrations.
+    pub async fn insert(&self, member: &Member) -> Result<(), MemberError> {
+        let row = entity::ActiveModel {
+            id: Set(member.id.to_string()),
+            name: Set(member.name.as_str().to_owned()),
+            email: Set(member.email.as_str().to_owned()),
+            points: Set(member.points),
+            created_at: Set(member.created_at),
+        };
+        match entity::Entity::insert(row).exec(&self.db).await {
+            Ok(_) => Ok(()),
+            Err(error) => match error.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => {
+                    Err(MemberError::EmailTaken(member.email.as_str().to_owned()))
+                }
+                _ => Err(error.into()),
+            },
+        }
+    }
+
+    pub async fn get(&self, id: MemberId) -> Result<Member, MemberError> {
+        entity::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(into_domain)
+            .transpose()?
+            .ok_or_else(|| MemberError::NotFound(id.to_string()))
+    }
+
+    /// One page in identifier (= registration) order and the next page token.
+    pub async fn list(&self, page: &PageRequest) -> Result<(Vec<Member>, String), MemberError> {
+        let mut query = entity::Entity::find().order_by_asc(entity::Column::Id);
+        if let Some(after) = &page.after {
+            query = query.filter(entity::Column::Id.gt(after.as_str()));
+        }
+        let mut rows = query.limit(page.fetch_limit()).all(&self.db).await?;
+        let next_page_token = page.finish(&mut rows, |row| row.id.as_str());
+        let members = rows
+            .into_iter()
+            .map(into_domain)
+            .collect::<Result<_, _>>()?;
+        Ok((members, next_page_token))
+    }
+}
+
+/// Rows were validated on the way in; a row that no longer parses is corruption, reported as
+/// an error rather than a panic.
+fn into_domain(row: entity::Model) -> Result<Member, MemberError> {
+    let corrupt = |field: &str, reason: String| {
+        sea_orm::DbErr::Custom(format!(
+            "member {} has an invalid {field}: {reason}",
+            row.id
+        ))
+    };
+    Ok(Member {
+        id: MemberId::parse(&row.id).map_err(|e| corrupt("id", e))?,
+        name: MemberName::parse(&row.name).map_err(|e| corrupt("name", e))?,
+        email: Email::parse(&row.email).map_err(|e| corrupt("email", e))?,
+        points: row.points,
+        created_at: row.created_at,
+    })
+}

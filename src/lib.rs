@@ -1,0 +1,14 @@
+//! The bookmesh platform: the generated contracts and the one server/client stack that every
+//! service is built on, so that each service gets the same health, reflection, limits,
+//! shutdown, logging, persistence helpers and error mapping without re-implementing them.
+
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod paging;
+pub mod proto;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,254 @@
+//! The one way to run a bookmesh gRPC server.
+//!
+//! Every server gets, in this order: gRPC health (`grpc.health.v1`, NOT_SERVING until the
+//! service is ready and again from the moment a stop signal arrives), reflection v1 and v1alpha
+//! (grpcurl 1.8 and grpcui only speak v1alpha) with the health and `google.rpc` error types
+//! registered, a readiness gate that answers UNAVAILABLE instead of touching a database that is
+//! not migrated yet, per-request timeouts, HTTP/2 limits and keepalive, and a graceful drain
+//! bounded by a grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::ServerArgs;
+
+/// Whether the service can do its work (database reachable and migrated).
+#[derive(Clone)]
+pub struct Readiness {
+    serving: Arc<watch::Sender<bool>>,
+    /// Latches on the first `set_serving(true)`: the service's tables exist from then on.
+    started: Arc<AtomicBool>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self {
+            serving: Arc::new(watch::Sender::new(false)),
+            started: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn set_serving(&self, serving: bool) {
+        if serving {
+            self.started.store(true, Ordering::Release);
+        }
+        self.serving.send_if_modified(|current| {
+            let changed = *current != serving;
+            *current = serving;
+            changed
+        });
+    }
+
+    pub fn is_serving(&self) -> bool {
+        *self.serving.borrow()
+    }
+
+    fn has_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+}
+
+/// Errors that stop a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("upstream: {0}")]
+    Upstream(#[from] crate::client::UpstreamError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("in-flight calls did not finish within the shutdown grace period")]
+    DrainTimedOut,
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve<S>(
+    settings: &ServerArgs,
+    service: S,
+    listener: TcpListener,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // The reporter starts the overall status ("") as SERVING; nothing is ready yet.
+    health_reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health_reporter.set_not_serving::<S>().await;
+
+    let reflection_v1 = reflection_builder(S::NAME).build_v1()?;
+    let reflection_v1alpha = reflection_builder(S::NAME).build_v1alpha()?;
+
+    // The health status follows readiness until shutdown starts; from then on it stays
+    // NOT_SERVING so that balancers and probes route new calls elsewhere while we drain.
+    let (stopping_tx, mut stopping_rx) = watch::channel(false);
+    let mut ready_rx = readiness.serving.subscribe();
+    let health_task = tokio::spawn(async move {
+        loop {
+            let status = if *ready_rx.borrow_and_update() && !*stopping_rx.borrow() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health_reporter.set_service_status("", status).await;
+            health_reporter.set_service_status(S::NAME, status).await;
+            tokio::select! {
+                changed = ready_rx.changed() => if changed.is_err() { break },
+                changed = stopping_rx.changed() => if changed.is_err() { break },
+            }
+        }
+    });
+
+    let drain_delay = settings.drain_delay;
+    let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            service = S::NAME,
+            ?drain_delay,
+            "stop requested: reporting NOT_SERVING, then draining"
+        );
+        let _ = stopping_tx.send(true);
+        tokio::time::sleep(drain_delay).await;
+        let _ = drain_started_tx.send(());
+    };
+
+    let local_addr = listener.local_addr().ok();
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(settings.keepalive_interval));
+
+    let server = tonic::transport::Server::builder()
+        .timeout(settings.request_timeout)
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ReadinessGate {
+            inner: service,
+            readiness,
+        })
+        .serve_with_incoming_shutdown(incoming, signal);
+
+    tracing::info!(service = S::NAME, address = ?local_addr, "gRPC server listening");
+    let grace = settings.shutdown_grace;
+    let result = tokio::select! {
+        served = server => served.map_err(ServeError::from),
+        () = async {
+            // Only after the drain began does the grace period run.
+            if drain_started_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                futures::future::pending::<()>().await;
+            }
+        } => Err(ServeError::DrainTimedOut),
+    };
+    health_task.abort();
+    tracing::info!(service = S::NAME, "gRPC server stopped");
+    result
+}
+
+fn reflection_builder(service_name: &str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        // Advertise only what this server serves, though every contract is registered so
+        // that shared message types resolve.
+        .with_service_name(service_name)
+        .with_service_name("grpc.health.v1.Health")
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and the launcher send).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            futures::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = futures::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+/// Answers UNAVAILABLE until the service first becomes ready, so no call reaches a database
+/// whose tables do not exist yet. Clients retry UNAVAILABLE on another replica.
+#[derive(Clone)]
+struct ReadinessGate<S> {
+    inner: S,
+    readiness: Readiness,
+}
+
+impl<S: NamedService> NamedService for ReadinessGate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<Body>> for ReadinessGate<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !self.readiness.has_started() {
+            let status = tonic::Status::unavailable("service is starting: database not ready yet");
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        Box::pin(self.inner.call(request))
+    }
+}

@@ -1,0 +1,112 @@
+//! gRPC error conventions shared by every service: bad input becomes INVALID_ARGUMENT carrying a
+//! `google.rpc.BadRequest` that lists every offending field, so clients can show all problems
+//! at once instead of one per round trip.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// Collects field violations while a request is parsed into domain values.
+#[derive(Debug, Default)]
+pub struct FieldViolations {
+    violations: Vec<FieldViolation>,
+}
+
+impl FieldViolations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation of `field` (a path such as `member_id` or `book.isbn`).
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations
+            .push(FieldViolation::new(field.into(), description.into()));
+    }
+
+    /// Keeps the parsed value, or records why `field` is invalid.
+    pub fn check<T>(&mut self, field: &str, parsed: Result<T, impl ToString>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.add(field, reason.to_string());
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// `Ok` when nothing was recorded, otherwise the INVALID_ARGUMENT status with every violation.
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.violations.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<&str> = self.violations.iter().map(|v| v.field.as_str()).collect();
+        let message = format!("invalid request: check {}", fields.join(", "));
+        Err(Status::with_error_details(
+            Code::InvalidArgument,
+            message,
+            ErrorDetails::with_bad_request(self.violations),
+        ))
+    }
+}
+
+/// Builds the parsed request once every field parsed; `None` means violations were recorded.
+/// Call as `violations.finish(|| Some(Parsed { a: a?, b: b? }))`.
+impl FieldViolations {
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Status> {
+        let built = build();
+        self.into_result()?;
+        built.ok_or_else(|| Status::internal("request parsed without violations but incomplete"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_violations_is_ok() {
+        assert!(FieldViolations::new().into_result().is_ok());
+    }
+
+    #[test]
+    fn violations_become_bad_request_details() {
+        let mut violations = FieldViolations::new();
+        assert_eq!(violations.check("name", Ok::<_, String>(3)), Some(3));
+        assert_eq!(violations.check::<u8>("email", Err("not an email")), None);
+        violations.add("page_size", "must be at most 100");
+        let status = violations
+            .into_result()
+            .expect_err("violations were recorded");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("email, page_size"));
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("BadRequest details attached");
+        let fields: Vec<_> = bad_request
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["email", "page_size"]);
+    }
+}
+
+/// Maps a database failure to a status without leaking SQL to the caller: UNAVAILABLE when the
+/// database cannot be reached (the client may retry elsewhere or later), INTERNAL otherwise.
+/// The details go to the log.
+pub fn database_error(error: &sea_orm::DbErr) -> Status {
+    use sea_orm::DbErr;
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            tracing::warn!(%error, "database unavailable");
+            Status::unavailable("database unavailable, try again")
+        }
+        _ => {
+            tracing::error!(%error, "database error");
+            Status::internal("internal error")
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Test helpers shared by every crate (feature `testing`): a fresh database per test and the
+//! real server started on an ephemeral loopback port.
+//!
+//! The database engine comes from `BOOKMESH_TEST_DB`: `sqlite` (default, needs nothing),
+//! `postgres` or `mysql` (a fresh database is created on the server named by
+//! `BOOKMESH_TEST_POSTGRES_URL` / `BOOKMESH_TEST_MYSQL_URL`), so the same suites prove every
+//! backend.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Database};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+/// Which database engine the suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Engine {
+    /// The engine selected by `BOOKMESH_TEST_DB`.
+    pub fn from_env() -> Self {
+        match std::env::var("BOOKMESH_TEST_DB").as_deref() {
+            Ok("postgres") => Self::Postgres,
+            Ok("mysql") | Ok("mariadb") => Self::MySql,
+            _ => Self::Sqlite,
+        }
+    }
+}
+
+/// A database that exists only for one test.
+pub struct TestDatabase {
+    pub url: String,
+    pub engine: Engine,
+    // Keeps the SQLite file's folder alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database on the engine selected by `BOOKMESH_TEST_DB`.
+    pub async fn fresh() -> Self {
+        let engine = Engine::from_env();
+        let name = format!("bmtest_{}", uuid::Uuid::now_v7().simple());
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}/{name}.db?mode=rwc", dir.path().display());
+                Self {
+                    url,
+                    engine,
+                    _dir: Some(dir),
+                }
+            }
+            Engine::Postgres | Engine::MySql => {
+                let (admin_var, admin_default) = if engine == Engine::Postgres {
+                    (
+                        "BOOKMESH_TEST_POSTGRES_URL",
+                        "postgres://postgres@127.0.0.1:5432/postgres",
+                    )
+                } else {
+                    (
+                        "BOOKMESH_TEST_MYSQL_URL",
+                        "mysql://root@127.0.0.1:3306/test",
+                    )
+                };
+                let admin_url =
+                    std::env::var(admin_var).unwrap_or_else(|_| admin_default.to_owned());
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot reach {admin_url} ({admin_var}): {e}"));
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.expect("close admin connection");
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .expect("admin URL ends with a database name");
+                Self {
+                    url: format!("{base}/{name}"),
+                    engine,
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// A real server running in the test's runtime on `127.0.0.1:<ephemeral>`.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Binds an ephemeral port and starts `serve(listener, shutdown)`; returns once the server
+    /// reports SERVING on the health service.
+    pub async fn start<F, Fut, E>(serve: F) -> Self
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        let served = serve(listener, shutdown);
+        let task = tokio::spawn(async move {
+            if let Err(error) = served.await {
+                panic!("server failed: {error}");
+            }
+        });
+        let server = Self {
+            addr,
+            stop: Some(stop),
+            task,
+        };
+        wait_until_serving(&server.url(), Duration::from_secs(30)).await;
+        server
+    }
+
+    /// `http://127.0.0.1:<port>`, for channels and upstream configuration.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends the stop signal and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("server task ended cleanly");
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Overall health status of the server at `url`, or `None` if it cannot be reached.
+pub async fn health_status(url: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut client = HealthClient::new(channel);
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+/// Polls the health service until SERVING; panics after `deadline`.
+pub async fn wait_until_serving(url: &str, deadline: Duration) {
+    let started = Instant::now();
+    loop {
+        if health_status(url).await == Some(ServingStatus::Serving) {
+            return;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{url} not SERVING after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The fields named by the `google.rpc.BadRequest` details of an INVALID_ARGUMENT status.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "expected INVALID_ARGUMENT, got {status:?}"
+    );
+    let bad_request = status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries google.rpc.BadRequest");
+    bad_request
+        .field_violations
+        .into_iter()
+        .map(|violation| violation.field)
+        .collect()
+}
