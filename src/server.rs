@@ -252,3 +252,32 @@ where
         Box::pin(self.inner.call(request))
     }
 }
+
+/// Serves a service that owns a database: opens the pool lazily, migrates it in the
+/// background (health says NOT_SERVING until done), then serves until `shutdown`.
+pub async fn serve_with_database<M, S>(
+    settings: &ServerArgs,
+    database_url: &str,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    build_service: impl FnOnce(sea_orm::DatabaseConnection) -> S,
+) -> Result<(), ServeError>
+where
+    M: sea_orm_migration::MigratorTrait,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let db = crate::db::connect_lazy(database_url).await?;
+    let readiness = Readiness::new();
+    let readiness_task =
+        crate::db::spawn_readiness::<M>(db.clone(), readiness.clone(), settings.readiness_interval);
+    let service = build_service(db);
+    let served = serve(settings, service, listener, readiness, shutdown).await;
+    readiness_task.abort();
+    served
+}

@@ -1,1 +1,50 @@
+//! The book service: owns the catalogue (`bookmesh.book.v1.BookService`) in its
+//! own database, reachable only through its gRPC API.
 
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+
+use std::future::Future;
+
+use bookmesh::proto::book::v1::book_service_server::BookServiceServer;
+use bookmesh::server::ServeError;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Binds the configured address and serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    bookmesh::telemetry::init_logging(config.server.log_format);
+    config.log();
+    let listener = TcpListener::bind(config.listen).await?;
+    serve(config, listener).await
+}
+
+/// Serves on `listener` until SIGINT or SIGTERM.
+pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
+    serve_until(config, listener, bookmesh::server::shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve_until(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let max_message_bytes = config.server.max_message_bytes;
+    bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
+        &config.server,
+        &config.database_url(),
+        listener,
+        shutdown,
+        |db| {
+            BookServiceServer::new(api::BookApi::new(store::BookStore::new(db)))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes)
+        },
+    )
+    .await
+}

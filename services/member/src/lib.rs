@@ -10,7 +10,7 @@ pub mod store;
 use std::future::Future;
 
 use bookmesh::proto::member::v1::member_service_server::MemberServiceServer;
-use bookmesh::server::{Readiness, ServeError};
+use bookmesh::server::ServeError;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -34,18 +34,17 @@ pub async fn serve_until(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let db = bookmesh::db::connect_lazy(&config.database_url()).await?;
-    let readiness = Readiness::new();
-    let readiness_task = bookmesh::db::spawn_readiness::<store::migration::Migrator>(
-        db.clone(),
-        readiness.clone(),
-        config.server.readiness_interval,
-    );
-    let service = MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
-        .max_decoding_message_size(config.server.max_message_bytes)
-        .max_encoding_message_size(config.server.max_message_bytes);
-    let served =
-        bookmesh::server::serve(&config.server, service, listener, readiness, shutdown).await;
-    readiness_task.abort();
-    served
+    let max_message_bytes = config.server.max_message_bytes;
+    bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
+        &config.server,
+        &config.database_url(),
+        listener,
+        shutdown,
+        |db| {
+            MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes)
+        },
+    )
+    .await
 }
