@@ -1,1 +1,52 @@
+//! The rental service: owns rental cards (`bookmesh.rental.v1.RentalService`) in its own
+//! database and consults the member and book services over gRPC.
 
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+pub mod upstream;
+
+use std::future::Future;
+
+use bookmesh::proto::rental::v1::rental_service_server::RentalServiceServer;
+use bookmesh::server::ServeError;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Binds the configured address and serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    bookmesh::telemetry::init_logging(config.server.log_format);
+    config.log();
+    let listener = TcpListener::bind(config.listen).await?;
+    serve(config, listener).await
+}
+
+/// Serves on `listener` until SIGINT or SIGTERM.
+pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
+    serve_until(config, listener, bookmesh::server::shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve_until(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let upstreams = upstream::Upstreams::new(&config.member_upstream(), &config.book_upstream())?;
+    let max_message_bytes = config.server.max_message_bytes;
+    bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
+        &config.server,
+        &config.database_url(),
+        listener,
+        shutdown,
+        |db| {
+            RentalServiceServer::new(api::RentalApi::new(store::RentalStore::new(db), upstreams))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes)
+        },
+    )
+    .await
+}

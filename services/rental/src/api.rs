@@ -1,0 +1,197 @@
+//! The gRPC surface of the rental service: parse requests (collecting every field violation),
+//! consult the member and book services, apply the card rules in one local transaction,
+//! convert back to messages.
+
+use bookmesh::client::incoming_timeout;
+use bookmesh::proto::rental::v1::{
+    self as pb, ClearOverdueRequest, ClearOverdueResponse, GetRentalCardRequest,
+    GetRentalCardResponse, MarkOverdueRequest, MarkOverdueResponse, RentBookRequest,
+    RentBookResponse, ReturnBookRequest, ReturnBookResponse,
+};
+use bookmesh::proto::timestamp;
+use bookmesh::status::FieldViolations;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, parse_uuid};
+use crate::error::RentalError;
+use crate::store::RentalStore;
+use crate::upstream::Upstreams;
+
+pub struct RentalApi {
+    store: RentalStore,
+    upstreams: Upstreams,
+}
+
+impl RentalApi {
+    pub fn new(store: RentalStore, upstreams: Upstreams) -> Self {
+        Self { store, upstreams }
+    }
+}
+
+/// Parses the `member_id` and `book_id` that most requests carry.
+fn parse_member_and_book(member_id: &str, book_id: &str) -> Result<(Uuid, Uuid), Status> {
+    let mut violations = FieldViolations::new();
+    let member = violations.check("member_id", parse_uuid(member_id));
+    let book = violations.check("book_id", parse_uuid(book_id));
+    violations.finish(|| Some((member?, book?)))
+}
+
+fn item_message(item: &RentalItem) -> pb::RentalItem {
+    let state = match item.state {
+        ItemState::Pending => pb::ItemState::Pending,
+        ItemState::Rented => pb::ItemState::Rented,
+        ItemState::ReturnPending => pb::ItemState::ReturnPending,
+        ItemState::Returned => pb::ItemState::Returned,
+        ItemState::Canceled => pb::ItemState::Canceled,
+    };
+    pb::RentalItem {
+        book_id: item.book_id.to_string(),
+        title: item.title.clone(),
+        rented_at: Some(timestamp(item.rented_at)),
+        due_at: Some(timestamp(item.due_at)),
+        overdue: item.overdue,
+        state: state.into(),
+        returned_at: item.returned_at.map(timestamp),
+        late_fee: item.late_fee,
+    }
+}
+
+fn card_message(card: &RentalCard) -> pb::RentalCard {
+    let status = match card.status {
+        CardStatus::Available => pb::RentalStatus::Available,
+        CardStatus::Unavailable => pb::RentalStatus::Unavailable,
+    };
+    pb::RentalCard {
+        member_id: card.member_id.to_string(),
+        status: status.into(),
+        late_fee: card.late_fee,
+        rented_items: card.held_items().map(item_message).collect(),
+        returned_items: card
+            .items
+            .iter()
+            .filter(|item| item.state == ItemState::Returned)
+            .map(item_message)
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::rental_service_server::RentalService for RentalApi {
+    #[tracing::instrument(skip_all, fields(member_id, book_id))]
+    async fn rent_book(
+        &self,
+        request: Request<RentBookRequest>,
+    ) -> Result<Response<RentBookResponse>, Status> {
+        let budget = incoming_timeout(request.metadata());
+        let (member_id, book_id) =
+            parse_member_and_book(&request.get_ref().member_id, &request.get_ref().book_id)?;
+        tracing::Span::current()
+            .record("member_id", tracing::field::display(member_id))
+            .record("book_id", tracing::field::display(book_id));
+
+        // Both checks are independent reads: ask both services at once.
+        let (member, book) = tokio::join!(
+            self.upstreams.ensure_member_exists(member_id, budget),
+            self.upstreams.book(book_id, budget),
+        );
+        member?;
+        let book = book?;
+        if !book.available {
+            return Err(RentalError::BookUnavailable(book_id).into());
+        }
+        let (card, ()) = self
+            .store
+            .update(member_id, true, |card| {
+                card.rent(book_id, book.title.clone(), bookmesh::db::now())
+                    .map(|_| ())
+            })
+            .await?;
+        tracing::info!("book rented: item pending");
+        Ok(Response::new(RentBookResponse {
+            rental_card: Some(card_message(&card)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn return_book(
+        &self,
+        request: Request<ReturnBookRequest>,
+    ) -> Result<Response<ReturnBookResponse>, Status> {
+        let request = request.into_inner();
+        let (member_id, book_id) = parse_member_and_book(&request.member_id, &request.book_id)?;
+        let (card, late_fee) = self
+            .store
+            .update(member_id, false, |card| {
+                card.return_book(book_id, bookmesh::db::now())
+            })
+            .await?;
+        tracing::info!(%member_id, %book_id, late_fee, "book returned");
+        Ok(Response::new(ReturnBookResponse {
+            rental_card: Some(card_message(&card)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn mark_overdue(
+        &self,
+        request: Request<MarkOverdueRequest>,
+    ) -> Result<Response<MarkOverdueResponse>, Status> {
+        let request = request.into_inner();
+        let (member_id, book_id) = parse_member_and_book(&request.member_id, &request.book_id)?;
+        let (card, ()) = self
+            .store
+            .update(member_id, false, |card| {
+                card.mark_overdue(book_id, bookmesh::db::now())
+            })
+            .await?;
+        tracing::info!(%member_id, %book_id, "item marked overdue");
+        Ok(Response::new(MarkOverdueResponse {
+            rental_card: Some(card_message(&card)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn clear_overdue(
+        &self,
+        request: Request<ClearOverdueRequest>,
+    ) -> Result<Response<ClearOverdueResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let member_id = violations.check("member_id", parse_uuid(&request.member_id));
+        if request.points <= 0 {
+            violations.add("points", "must be positive");
+        }
+        let member_id = violations.finish(|| member_id)?;
+        let (card, ()) = self
+            .store
+            .update(member_id, false, |card| {
+                card.clear_overdue(request.points, bookmesh::db::now())
+            })
+            .await?;
+        tracing::info!(%member_id, points = request.points, "late fee cleared");
+        Ok(Response::new(ClearOverdueResponse {
+            rental_card: Some(card_message(&card)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_rental_card(
+        &self,
+        request: Request<GetRentalCardRequest>,
+    ) -> Result<Response<GetRentalCardResponse>, Status> {
+        let mut violations = FieldViolations::new();
+        let member_id = violations.check("member_id", parse_uuid(&request.get_ref().member_id));
+        let member_id = violations.finish(|| member_id)?;
+        let mut card = self
+            .store
+            .get(member_id)
+            .await?
+            .ok_or(RentalError::CardNotFound(member_id))?;
+        // Show the card as of now (a book may have passed its due date since the last write).
+        card.refresh(bookmesh::db::now());
+        Ok(Response::new(GetRentalCardResponse {
+            rental_card: Some(card_message(&card)),
+        }))
+    }
+}

@@ -1,0 +1,49 @@
+//! The `rental_cards` and `rental_items` tables.
+
+pub mod card {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rental_cards")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub member_id: String,
+        /// `AVAILABLE` or `UNAVAILABLE`.
+        pub status: String,
+        pub late_fee: i64,
+        /// Optimistic concurrency: every save bumps it, and a save that finds another value
+        /// lost a race and is retried on fresh data.
+        pub version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod item {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rental_items")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub item_id: String,
+        pub member_id: String,
+        pub book_id: String,
+        pub title: String,
+        pub rented_at: DateTimeUtc,
+        pub due_at: DateTimeUtc,
+        pub overdue: bool,
+        /// `PENDING`, `RENTED`, `RETURN_PENDING`, `RETURNED` or `CANCELED`.
+        pub state: String,
+        pub returned_at: Option<DateTimeUtc>,
+        pub late_fee: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

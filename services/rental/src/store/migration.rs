@@ -1,0 +1,112 @@
+//! Schema migrations of the rental database, applied at start before the service reports
+//! SERVING. Migrations are append-only: never edit one that has shipped.
+
+use bookmesh::db::timestamp_column;
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::{big_integer, boolean, string_len};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateRentalCards)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum RentalCards {
+    Table,
+    MemberId,
+    Status,
+    LateFee,
+    Version,
+}
+
+#[derive(DeriveIden)]
+enum RentalItems {
+    Table,
+    ItemId,
+    MemberId,
+    BookId,
+    Title,
+    RentedAt,
+    DueAt,
+    Overdue,
+    State,
+    ReturnedAt,
+    LateFee,
+}
+
+struct CreateRentalCards;
+
+impl MigrationName for CreateRentalCards {
+    fn name(&self) -> &str {
+        "m0001_create_rental_cards"
+    }
+}
+
+// The trait's signature elides the SchemaManager lifetime; matching it exactly is required.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRentalCards {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        manager
+            .create_table(
+                Table::create()
+                    .table(RentalCards::Table)
+                    .if_not_exists()
+                    .col(string_len(RentalCards::MemberId, 36).primary_key())
+                    .col(string_len(RentalCards::Status, 16))
+                    .col(big_integer(RentalCards::LateFee).default(0))
+                    .col(big_integer(RentalCards::Version).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RentalItems::Table)
+                    .if_not_exists()
+                    .col(string_len(RentalItems::ItemId, 36).primary_key())
+                    .col(string_len(RentalItems::MemberId, 36))
+                    .col(string_len(RentalItems::BookId, 36))
+                    .col(string_len(RentalItems::Title, 200))
+                    .col(timestamp_column(backend, RentalItems::RentedAt).not_null())
+                    .col(timestamp_column(backend, RentalItems::DueAt).not_null())
+                    .col(boolean(RentalItems::Overdue).default(false))
+                    .col(string_len(RentalItems::State, 16))
+                    .col(timestamp_column(backend, RentalItems::ReturnedAt).null())
+                    .col(big_integer(RentalItems::LateFee).default(0))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_rental_items_card")
+                            .from(RentalItems::Table, RentalItems::MemberId)
+                            .to(RentalCards::Table, RentalCards::MemberId),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // A card is always loaded with its items.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_rental_items_member")
+                    .table(RentalItems::Table)
+                    .col(RentalItems::MemberId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(RentalItems::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(RentalCards::Table).to_owned())
+            .await
+    }
+}

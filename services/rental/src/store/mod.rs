@@ -1,0 +1,274 @@
+//! Persistence of rental cards: the only module that sees sea-orm.
+//!
+//! Every change is read-modify-write in one local transaction, guarded by the card's version
+//! (optimistic concurrency): two requests racing on one card cannot both pass a rule such as
+//! "at most five books" — the loser retries on fresh data.
+
+pub mod entity;
+pub mod migration;
+
+use std::collections::HashSet;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, RuleViolation};
+use crate::error::RentalError;
+use entity::{card, item};
+
+/// Attempts of a read-modify-write before giving up with ABORTED.
+const MAX_ATTEMPTS: usize = 8;
+
+#[derive(Clone)]
+pub struct RentalStore {
+    db: DatabaseConnection,
+}
+
+/// A card as read, with what the save needs to know about the stored rows.
+struct LoadedCard {
+    card: RentalCard,
+    /// `None` for a card that is not stored yet.
+    version: Option<i64>,
+    /// Items already stored, by id: saved with UPDATE, the others with INSERT.
+    stored_items: HashSet<Uuid>,
+}
+
+impl RentalStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The member's card, if they ever rented.
+    pub async fn get(&self, member_id: Uuid) -> Result<Option<RentalCard>, RentalError> {
+        Ok(load(&self.db, member_id).await?.map(|loaded| loaded.card))
+    }
+
+    /// Applies `change` to the member's card and saves the result atomically. With
+    /// `create_if_missing`, a member without a card starts with an empty one. A rule violation
+    /// saves nothing.
+    pub async fn update<T>(
+        &self,
+        member_id: Uuid,
+        create_if_missing: bool,
+        change: impl Fn(&mut RentalCard) -> Result<T, RuleViolation>,
+    ) -> Result<(RentalCard, T), RentalError> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let txn = self.db.begin().await?;
+            let loaded = match load(&txn, member_id).await? {
+                Some(loaded) => loaded,
+                None if create_if_missing => LoadedCard {
+                    card: RentalCard::new(member_id),
+                    version: None,
+                    stored_items: HashSet::new(),
+                },
+                None => return Err(RentalError::CardNotFound(member_id)),
+            };
+            let mut card = loaded.card.clone();
+            let outcome = change(&mut card)?;
+            match save(&txn, &loaded, &card).await {
+                Ok(()) => {}
+                Err(SaveError::Conflict) => {
+                    tracing::debug!(%member_id, attempt, "card changed concurrently; retrying");
+                    continue;
+                }
+                Err(SaveError::Database(error)) => return Err(error.into()),
+            }
+            match txn.commit().await {
+                Ok(()) => return Ok((card, outcome)),
+                Err(error) if is_contention(&error) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(RentalError::Contended)
+    }
+}
+
+enum SaveError {
+    Conflict,
+    Database(DbErr),
+}
+
+impl From<DbErr> for SaveError {
+    fn from(error: DbErr) -> Self {
+        if is_contention(&error) {
+            Self::Conflict
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+/// Errors that mean "another transaction got there first": retry on fresh data.
+fn is_contention(error: &DbErr) -> bool {
+    if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+        return true;
+    }
+    // SQLite's single writer, PostgreSQL serialization failures and MySQL deadlocks.
+    let text = error.to_string();
+    [
+        "database is locked",
+        "could not serialize",
+        "Deadlock found",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
+async fn load(
+    db: &impl ConnectionTrait,
+    member_id: Uuid,
+) -> Result<Option<LoadedCard>, RentalError> {
+    let key = member_id.to_string();
+    let Some(row) = card::Entity::find_by_id(key.clone()).one(db).await? else {
+        return Ok(None);
+    };
+    let rows = item::Entity::find()
+        .filter(item::Column::MemberId.eq(key))
+        .order_by_asc(item::Column::ItemId)
+        .all(db)
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(item_into_domain)
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored_items = items.iter().map(|item| item.item_id).collect();
+    let status = match row.status.as_str() {
+        AVAILABLE => CardStatus::Available,
+        UNAVAILABLE => CardStatus::Unavailable,
+        other => return Err(corrupt(&row.member_id, "status", other).into()),
+    };
+    Ok(Some(LoadedCard {
+        card: RentalCard {
+            member_id,
+            status,
+            late_fee: row.late_fee,
+            items,
+        },
+        version: Some(row.version),
+        stored_items,
+    }))
+}
+
+async fn save(
+    db: &impl ConnectionTrait,
+    loaded: &LoadedCard,
+    card: &RentalCard,
+) -> Result<(), SaveError> {
+    let key = card.member_id.to_string();
+    match loaded.version {
+        None => {
+            card::Entity::insert(card::ActiveModel {
+                member_id: Set(key.clone()),
+                status: Set(card_status_text(card.status).to_owned()),
+                late_fee: Set(card.late_fee),
+                version: Set(1),
+            })
+            .exec(db)
+            .await?;
+        }
+        Some(version) => {
+            let updated = card::Entity::update_many()
+                .col_expr(
+                    card::Column::Status,
+                    Expr::value(card_status_text(card.status)),
+                )
+                .col_expr(card::Column::LateFee, Expr::value(card.late_fee))
+                .col_expr(card::Column::Version, Expr::value(version + 1))
+                .filter(card::Column::MemberId.eq(key.clone()))
+                .filter(card::Column::Version.eq(version))
+                .exec(db)
+                .await?;
+            if updated.rows_affected == 0 {
+                return Err(SaveError::Conflict);
+            }
+        }
+    }
+    let before: std::collections::HashMap<Uuid, &RentalItem> = loaded
+        .card
+        .items
+        .iter()
+        .map(|item| (item.item_id, item))
+        .collect();
+    for item in &card.items {
+        let row = item_active_model(&key, item);
+        if !loaded.stored_items.contains(&item.item_id) {
+            item::Entity::insert(row).exec(db).await?;
+        } else if before.get(&item.item_id) != Some(&item) {
+            item::Entity::update(row).exec(db).await?;
+        }
+    }
+    Ok(())
+}
+
+const AVAILABLE: &str = "AVAILABLE";
+const UNAVAILABLE: &str = "UNAVAILABLE";
+
+fn card_status_text(status: CardStatus) -> &'static str {
+    match status {
+        CardStatus::Available => AVAILABLE,
+        CardStatus::Unavailable => UNAVAILABLE,
+    }
+}
+
+fn state_text(state: ItemState) -> &'static str {
+    match state {
+        ItemState::Pending => "PENDING",
+        ItemState::Rented => "RENTED",
+        ItemState::ReturnPending => "RETURN_PENDING",
+        ItemState::Returned => "RETURNED",
+        ItemState::Canceled => "CANCELED",
+    }
+}
+
+fn parse_state(text: &str) -> Option<ItemState> {
+    Some(match text {
+        "PENDING" => ItemState::Pending,
+        "RENTED" => ItemState::Rented,
+        "RETURN_PENDING" => ItemState::ReturnPending,
+        "RETURNED" => ItemState::Returned,
+        "CANCELED" => ItemState::Canceled,
+        _ => return None,
+    })
+}
+
+fn item_active_model(member_id: &str, item: &RentalItem) -> item::ActiveModel {
+    item::ActiveModel {
+        item_id: Set(item.item_id.to_string()),
+        member_id: Set(member_id.to_owned()),
+        book_id: Set(item.book_id.to_string()),
+        title: Set(item.title.clone()),
+        rented_at: Set(item.rented_at),
+        due_at: Set(item.due_at),
+        overdue: Set(item.overdue),
+        state: Set(state_text(item.state).to_owned()),
+        returned_at: Set(item.returned_at),
+        late_fee: Set(item.late_fee),
+    }
+}
+
+fn corrupt(key: &str, field: &str, value: &str) -> DbErr {
+    DbErr::Custom(format!(
+        "rental row {key} has an invalid {field}: {value:?}"
+    ))
+}
+
+fn item_into_domain(row: item::Model) -> Result<RentalItem, DbErr> {
+    let uuid = |field: &str, value: &str| {
+        Uuid::parse_str(value).map_err(|_| corrupt(&row.item_id, field, value))
+    };
+    Ok(RentalItem {
+        item_id: uuid("item_id", &row.item_id)?,
+        book_id: uuid("book_id", &row.book_id)?,
+        state: parse_state(&row.state).ok_or_else(|| corrupt(&row.item_id, "state", &row.state))?,
+        title: row.title,
+        rented_at: row.rented_at,
+        due_at: row.due_at,
+        overdue: row.overdue,
+        returned_at: row.returned_at,
+        late_fee: row.late_fee,
+    })
+}

@@ -1,0 +1,417 @@
+//! The rental service over real gRPC, with the real member and book services beside it, each
+//! on its own fresh database (engine picked by `BOOKMESH_TEST_DB`).
+
+use bookmesh::proto::book::v1::RegisterBookRequest;
+use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
+use bookmesh::proto::member::v1::RegisterMemberRequest;
+use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
+use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
+use bookmesh::proto::rental::v1::{
+    ClearOverdueRequest, GetRentalCardRequest, ItemState, MarkOverdueRequest, RentBookRequest,
+    RentalCard, RentalStatus, ReturnBookRequest,
+};
+use bookmesh::testing::{RunningServer, TestDatabase, violated_fields};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+struct Mesh {
+    rental: RentalServiceClient<Channel>,
+    members: MemberServiceClient<Channel>,
+    books: BookServiceClient<Channel>,
+    book_db: TestDatabase,
+    member_server: Option<RunningServer>,
+    _servers: Vec<RunningServer>,
+    _dbs: Vec<TestDatabase>,
+}
+
+async fn start_mesh() -> Mesh {
+    let member_db = TestDatabase::fresh().await;
+    let book_db = TestDatabase::fresh().await;
+    let rental_db = TestDatabase::fresh().await;
+    let member_config = member_service::Config::for_database(&member_db.url);
+    let member_server = RunningServer::start(|listener, shutdown| {
+        member_service::serve_until(member_config, listener, shutdown)
+    })
+    .await;
+    let book_config = book_service::Config::for_database(&book_db.url);
+    let book_server = RunningServer::start(|listener, shutdown| {
+        book_service::serve_until(book_config, listener, shutdown)
+    })
+    .await;
+    let rental_config =
+        rental_service::Config::for_tests(&rental_db.url, member_server.url(), book_server.url());
+    let rental_server = RunningServer::start(|listener, shutdown| {
+        rental_service::serve_until(rental_config, listener, shutdown)
+    })
+    .await;
+    Mesh {
+        rental: RentalServiceClient::connect(rental_server.url())
+            .await
+            .expect("connect rental"),
+        members: MemberServiceClient::connect(member_server.url())
+            .await
+            .expect("connect member"),
+        books: BookServiceClient::connect(book_server.url())
+            .await
+            .expect("connect book"),
+        book_db,
+        member_server: Some(member_server),
+        _servers: vec![book_server, rental_server],
+        _dbs: vec![member_db, rental_db],
+    }
+}
+
+impl Mesh {
+    async fn member(&mut self) -> String {
+        let email = format!("{}@example.org", uuid::Uuid::now_v7().simple());
+        self.members
+            .register_member(RegisterMemberRequest {
+                name: "Ada".into(),
+                email,
+            })
+            .await
+            .expect("register member")
+            .into_inner()
+            .member
+            .expect("member")
+            .member_id
+    }
+
+    async fn book(&mut self, title: &str) -> String {
+        self.books
+            .register_book(RegisterBookRequest {
+                title: title.into(),
+                author: "Frank Herbert".into(),
+                isbn: "9780441013593".into(),
+                publisher: "Ace".into(),
+                published_on: "1965-08-01".into(),
+                classification: "Fiction".into(),
+                location: "Shelf 1".into(),
+            })
+            .await
+            .expect("register book")
+            .into_inner()
+            .book
+            .expect("book")
+            .book_id
+    }
+
+    async fn rent(&mut self, member_id: &str, book_id: &str) -> Result<RentalCard, Status> {
+        self.rental
+            .rent_book(RentBookRequest {
+                member_id: member_id.into(),
+                book_id: book_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner().rental_card.expect("card"))
+    }
+
+    async fn card(&mut self, member_id: &str) -> Result<RentalCard, Status> {
+        self.rental
+            .get_rental_card(GetRentalCardRequest {
+                member_id: member_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner().rental_card.expect("card"))
+    }
+}
+
+fn precondition_type(status: &Status) -> String {
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    status
+        .get_details_precondition_failure()
+        .expect("PreconditionFailure details")
+        .violations
+        .first()
+        .expect("one violation")
+        .r#type
+        .clone()
+}
+
+#[tokio::test]
+async fn renting_puts_a_pending_item_on_a_new_card() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let book = mesh.book("Dune").await;
+    assert_eq!(
+        mesh.card(&member).await.expect_err("no card yet").code(),
+        Code::NotFound
+    );
+
+    let card = mesh.rent(&member, &book).await.expect("rent");
+    assert_eq!(card.member_id, member);
+    assert_eq!(card.status(), RentalStatus::Available);
+    assert_eq!(card.rented_items.len(), 1);
+    let item = &card.rented_items[0];
+    assert_eq!(
+        (item.book_id.as_str(), item.title.as_str()),
+        (book.as_str(), "Dune")
+    );
+    assert_eq!(item.state(), ItemState::Pending);
+    let rented = item.rented_at.expect("rented_at").seconds;
+    let due = item.due_at.expect("due_at").seconds;
+    assert_eq!(due - rented, 14 * 24 * 3600);
+    assert_eq!(mesh.card(&member).await.expect("card"), card);
+}
+
+#[tokio::test]
+async fn unknown_member_or_book_is_not_found_and_creates_no_card() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let book = mesh.book("Dune").await;
+    let stranger = uuid::Uuid::now_v7().to_string();
+
+    let no_member = mesh
+        .rent(&stranger, &book)
+        .await
+        .expect_err("unknown member");
+    assert_eq!(no_member.code(), Code::NotFound);
+    assert!(no_member.message().contains("member"), "{no_member:?}");
+    let no_book = mesh
+        .rent(&member, &stranger)
+        .await
+        .expect_err("unknown book");
+    assert_eq!(no_book.code(), Code::NotFound);
+    assert!(no_book.message().contains("book"), "{no_book:?}");
+    assert_eq!(
+        mesh.card(&member).await.expect_err("no card").code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        mesh.card(&stranger).await.expect_err("no card").code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn an_unavailable_book_cannot_be_rented() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let book = mesh.book("Dune").await;
+    // The rental saga (events) will do this on BookReserved; here the book's own store does.
+    let store = book_service::store::BookStore::new(
+        bookmesh::db::connect_lazy(&mesh.book_db.url)
+            .await
+            .expect("book db"),
+    );
+    store
+        .set_status(
+            book_service::domain::BookId::parse(&book).expect("uuid"),
+            book_service::domain::BookStatus::Unavailable,
+        )
+        .await
+        .expect("set status");
+    let status = mesh.rent(&member, &book).await.expect_err("unavailable");
+    assert_eq!(precondition_type(&status), "BOOK_UNAVAILABLE");
+    assert_eq!(
+        mesh.card(&member).await.expect_err("no card").code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn at_most_five_books_and_never_the_same_one_twice() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let mut books = Vec::new();
+    for i in 0..6 {
+        books.push(mesh.book(&format!("Book {i}")).await);
+    }
+    for book in &books[..5] {
+        mesh.rent(&member, book).await.expect("rent");
+    }
+    let again = mesh.rent(&member, &books[0]).await.expect_err("same book");
+    assert_eq!(again.code(), Code::AlreadyExists);
+    let sixth = mesh.rent(&member, &books[5]).await.expect_err("sixth book");
+    assert_eq!(precondition_type(&sixth), "TOO_MANY_BOOKS");
+    assert_eq!(
+        mesh.card(&member).await.expect("card").rented_items.len(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn concurrent_rents_on_one_card_never_exceed_five() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let mut books = Vec::new();
+    for i in 0..8 {
+        books.push(mesh.book(&format!("Book {i}")).await);
+    }
+    let attempts = books.iter().map(|book| {
+        let mut client = mesh.rental.clone();
+        let request = RentBookRequest {
+            member_id: member.clone(),
+            book_id: book.clone(),
+        };
+        async move { client.rent_book(request).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let succeeded = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(succeeded, 5, "{results:?}");
+    for failure in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(precondition_type(failure), "TOO_MANY_BOOKS");
+    }
+    assert_eq!(
+        mesh.card(&member).await.expect("card").rented_items.len(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn overdue_late_fee_and_clearing() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let late_book = mesh.book("Late").await;
+    let other_book = mesh.book("Other").await;
+    mesh.rent(&member, &late_book).await.expect("rent");
+
+    let card = mesh
+        .rental
+        .mark_overdue(MarkOverdueRequest {
+            member_id: member.clone(),
+            book_id: late_book.clone(),
+        })
+        .await
+        .expect("mark overdue")
+        .into_inner()
+        .rental_card
+        .expect("card");
+    assert_eq!(card.status(), RentalStatus::Unavailable);
+    assert!(card.rented_items[0].overdue);
+
+    let blocked = mesh
+        .rent(&member, &other_book)
+        .await
+        .expect_err("card unavailable");
+    assert_eq!(precondition_type(&blocked), "CARD_UNAVAILABLE");
+
+    let nothing_returned = mesh
+        .rental
+        .clear_overdue(ClearOverdueRequest {
+            member_id: member.clone(),
+            points: 10,
+        })
+        .await
+        .expect_err("book still out");
+    assert_eq!(precondition_type(&nothing_returned), "BOOKS_OUTSTANDING");
+
+    let card = mesh
+        .rental
+        .return_book(ReturnBookRequest {
+            member_id: member.clone(),
+            book_id: late_book.clone(),
+        })
+        .await
+        .expect("return")
+        .into_inner()
+        .rental_card
+        .expect("card");
+    assert_eq!(card.late_fee, 10);
+    assert_eq!(card.status(), RentalStatus::Unavailable);
+    assert!(card.rented_items.is_empty());
+    assert_eq!(card.returned_items.len(), 1);
+    assert_eq!(card.returned_items[0].state(), ItemState::Returned);
+    assert_eq!(card.returned_items[0].late_fee, 10);
+    assert!(card.returned_items[0].returned_at.is_some());
+
+    let wrong = mesh
+        .rental
+        .clear_overdue(ClearOverdueRequest {
+            member_id: member.clone(),
+            points: 5,
+        })
+        .await
+        .expect_err("wrong amount");
+    assert_eq!(precondition_type(&wrong), "WRONG_AMOUNT");
+    assert_eq!(mesh.card(&member).await.expect("card").late_fee, 10);
+
+    let card = mesh
+        .rental
+        .clear_overdue(ClearOverdueRequest {
+            member_id: member.clone(),
+            points: 10,
+        })
+        .await
+        .expect("clear")
+        .into_inner()
+        .rental_card
+        .expect("card");
+    assert_eq!((card.late_fee, card.status()), (0, RentalStatus::Available));
+    mesh.rent(&member, &other_book)
+        .await
+        .expect("renting again");
+}
+
+#[tokio::test]
+async fn returning_a_book_not_on_the_card_is_not_found() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let book = mesh.book("Dune").await;
+    let no_card = mesh
+        .rental
+        .return_book(ReturnBookRequest {
+            member_id: member.clone(),
+            book_id: book.clone(),
+        })
+        .await
+        .expect_err("no card");
+    assert_eq!(no_card.code(), Code::NotFound);
+    mesh.rent(&member, &book).await.expect("rent");
+    let request = ReturnBookRequest {
+        member_id: member.clone(),
+        book_id: book.clone(),
+    };
+    mesh.rental
+        .return_book(request.clone())
+        .await
+        .expect("return");
+    let twice = mesh
+        .rental
+        .return_book(request)
+        .await
+        .expect_err("returned twice");
+    assert_eq!(twice.code(), Code::NotFound);
+    assert_eq!(
+        mesh.card(&member).await.expect("card").returned_items.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_arguments() {
+    let mut mesh = start_mesh().await;
+    let status = mesh.rent("nope", "").await.expect_err("invalid");
+    assert_eq!(violated_fields(&status), ["member_id", "book_id"]);
+    let status = mesh
+        .rental
+        .clear_overdue(ClearOverdueRequest {
+            member_id: "x".into(),
+            points: -5,
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(violated_fields(&status), ["member_id", "points"]);
+}
+
+#[tokio::test]
+async fn a_dead_member_service_makes_rents_unavailable_and_changes_nothing() {
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let book = mesh.book("Dune").await;
+    mesh.member_server
+        .take()
+        .expect("member server")
+        .stop()
+        .await;
+    let status = mesh
+        .rent(&member, &book)
+        .await
+        .expect_err("member service down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        mesh.card(&member).await.expect_err("no card").code(),
+        Code::NotFound
+    );
+}
