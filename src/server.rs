@@ -189,6 +189,8 @@ fn reflection_builder(service_name: &str) -> tonic_reflection::server::Builder<'
         // that shared message types resolve.
         .with_service_name(service_name)
         .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and the launcher send).

@@ -112,6 +112,18 @@ impl RunningServer {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        let server = Self::spawn(serve).await;
+        wait_until_serving(&server.url(), Duration::from_secs(30)).await;
+        server
+    }
+
+    /// Like [`RunningServer::start`] but returns at once, whatever the health status.
+    pub async fn spawn<F, Fut, E>(serve: F) -> Self
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -124,13 +136,23 @@ impl RunningServer {
                 panic!("server failed: {error}");
             }
         });
-        let server = Self {
+        Self {
             addr,
             stop: Some(stop),
             task,
-        };
-        wait_until_serving(&server.url(), Duration::from_secs(30)).await;
-        server
+        }
+    }
+
+    /// Sends the stop signal without waiting for the drain.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server task to end (after [`RunningServer::signal_stop`]).
+    pub async fn wait_stopped(mut self) {
+        (&mut self.task).await.expect("server task ended cleanly");
     }
 
     /// `http://127.0.0.1:<port>`, for channels and upstream configuration.
@@ -140,29 +162,28 @@ impl RunningServer {
 
     /// Sends the stop signal and waits for the drain to finish.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("server task ended cleanly");
+        self.signal_stop();
+        self.wait_stopped().await;
     }
 }
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        if self.stop.is_some() {
-            self.task.abort();
-        }
+        // A server still running when its test ends must not outlive the test's runtime.
+        self.task.abort();
     }
+}
+
+/// A channel to `url`, for clients generated without `connect` (health, reflection).
+pub async fn connect(url: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect()
+        .await
 }
 
 /// Overall health status of the server at `url`, or `None` if it cannot be reached.
 pub async fn health_status(url: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::new(connect(url).await.ok()?);
     let response = client
         .check(HealthCheckRequest {
             service: String::new(),

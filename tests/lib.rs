@@ -1,0 +1,1 @@
+//! Home of the workspace-level tests (see the `[[test]]` targets); no code of its own.

@@ -1,0 +1,223 @@
+//! What every bookmesh server gets from the shared runtime, checked on the real services:
+//! reflection (v1 and v1alpha), health that follows readiness and shutdown, and the readiness
+//! gate in front of a database that is not there.
+
+use std::time::{Duration, Instant};
+
+use bookmesh::testing::{RunningServer, TestDatabase, connect, health_status};
+use futures::StreamExt;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+async fn member_server() -> (RunningServer, TestDatabase) {
+    let db = TestDatabase::fresh().await;
+    let config = member_service::Config::for_database(&db.url);
+    let server = RunningServer::start(|listener, shutdown| {
+        member_service::serve_until(config, listener, shutdown)
+    })
+    .await;
+    (server, db)
+}
+
+mod v1alpha {
+    pub use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    pub use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    pub use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    pub use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+}
+
+mod v1 {
+    pub use tonic_reflection::pb::v1::ServerReflectionRequest;
+    pub use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    pub use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    pub use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+}
+
+/// Asks the v1alpha reflection service (the one grpcurl 1.8 speaks) one question.
+async fn ask_v1alpha(url: &str, request: v1alpha::MessageRequest) -> v1alpha::MessageResponse {
+    let mut client = v1alpha::ServerReflectionClient::new(connect(url).await.expect("connect"));
+    let outbound = tokio_stream::iter([v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    }]);
+    let mut responses = client
+        .server_reflection_info(outbound)
+        .await
+        .expect("reflection call")
+        .into_inner();
+    responses
+        .next()
+        .await
+        .expect("one response")
+        .expect("response ok")
+        .message_response
+        .expect("message response")
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_only_what_the_server_serves() {
+    let (server, _db) = member_server().await;
+    let v1alpha::MessageResponse::ListServicesResponse(list) = ask_v1alpha(
+        &server.url(),
+        v1alpha::MessageRequest::ListServices(String::new()),
+    )
+    .await
+    else {
+        panic!("expected a service list");
+    };
+    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "bookmesh.member.v1.MemberService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reflection_resolves_services_and_error_detail_types() {
+    let (server, _db) = member_server().await;
+    for symbol in [
+        "bookmesh.member.v1.MemberService",
+        "google.rpc.BadRequest",
+        "grpc.health.v1.Health",
+    ] {
+        let response = ask_v1alpha(
+            &server.url(),
+            v1alpha::MessageRequest::FileContainingSymbol(symbol.into()),
+        )
+        .await;
+        assert!(
+            matches!(response, v1alpha::MessageResponse::FileDescriptorResponse(ref files) if !files.file_descriptor_proto.is_empty()),
+            "{symbol}: {response:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_is_served_too() {
+    let (server, _db) = member_server().await;
+    let mut client =
+        v1::ServerReflectionClient::new(connect(&server.url()).await.expect("connect"));
+    let outbound = tokio_stream::iter([v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::MessageRequest::ListServices(String::new())),
+    }]);
+    let response = client
+        .server_reflection_info(outbound)
+        .await
+        .expect("reflection call")
+        .into_inner()
+        .next()
+        .await
+        .expect("one response")
+        .expect("ok")
+        .message_response;
+    let Some(v1::MessageResponse::ListServicesResponse(list)) = response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "bookmesh.member.v1.MemberService")
+    );
+}
+
+#[tokio::test]
+async fn every_service_serves_health_for_itself_and_overall() {
+    let member = member_server().await;
+    let book_db = TestDatabase::fresh().await;
+    let book_config = book_service::Config::for_database(&book_db.url);
+    let book = RunningServer::start(|listener, shutdown| {
+        book_service::serve_until(book_config, listener, shutdown)
+    })
+    .await;
+    let rental_db = TestDatabase::fresh().await;
+    let rental_config =
+        rental_service::Config::for_tests(&rental_db.url, member.0.url(), book.url());
+    let rental = RunningServer::start(|listener, shutdown| {
+        rental_service::serve_until(rental_config, listener, shutdown)
+    })
+    .await;
+    for (url, service) in [
+        (member.0.url(), "bookmesh.member.v1.MemberService"),
+        (book.url(), "bookmesh.book.v1.BookService"),
+        (rental.url(), "bookmesh.rental.v1.RentalService"),
+    ] {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(
+            connect(&url).await.expect("connect"),
+        );
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("check")
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service}");
+    }
+}
+
+#[tokio::test]
+async fn without_its_database_a_server_is_not_serving_and_refuses_calls() {
+    // Nothing listens on port 1: the pool is lazy, so the server starts anyway.
+    let config = member_service::Config::for_database("postgres://nobody@127.0.0.1:1/none");
+    let server = RunningServer::spawn(|listener, shutdown| {
+        member_service::serve_until(config, listener, shutdown)
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = health_status(&server.url()).await {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server never answered health");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, ServingStatus::NotServing);
+
+    let mut client =
+        bookmesh::proto::member::v1::member_service_client::MemberServiceClient::connect(
+            server.url(),
+        )
+        .await
+        .expect("connect");
+    let refused = client
+        .list_members(bookmesh::proto::member::v1::ListMembersRequest::default())
+        .await
+        .expect_err("not ready");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_signal_flips_health_to_not_serving_then_drains_and_exits() {
+    let db = TestDatabase::fresh().await;
+    let mut config = member_service::Config::for_database(&db.url);
+    config.server.drain_delay = Duration::from_millis(800);
+    let mut server = RunningServer::start(|listener, shutdown| {
+        member_service::serve_until(config, listener, shutdown)
+    })
+    .await;
+    let url = server.url();
+    server.signal_stop();
+    // During the drain delay the server still answers, but says NOT_SERVING.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match health_status(&url).await {
+            Some(ServingStatus::NotServing) => break,
+            Some(ServingStatus::Serving) => {}
+            other => panic!("expected NOT_SERVING while draining, got {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "health never flipped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), server.wait_stopped())
+        .await
+        .expect("server exits after draining");
+    assert_eq!(health_status(&url).await, None, "port closed after exit");
+}
