@@ -34,6 +34,16 @@ pub struct ServerArgs {
     #[arg(long, env = "BOOKMESH_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
+    /// Calls served at once (across connections) before new ones are refused with
+    /// RESOURCE_EXHAUSTED: shedding load early beats queueing it without bound.
+    #[arg(long, env = "BOOKMESH_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
+    /// Age after which a client connection is asked to reconnect (GOAWAY), ±10% per process,
+    /// so long-lived clients spread over replicas added since they connected. 0s disables.
+    #[arg(long, env = "BOOKMESH_MAX_CONNECTION_AGE", value_parser = parse_duration, default_value = "5m")]
+    pub max_connection_age: Duration,
+
     /// Time between HTTP/2 keepalive pings, so dead peers are noticed.
     #[arg(long, env = "BOOKMESH_KEEPALIVE_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub keepalive_interval: Duration,
@@ -59,6 +69,8 @@ impl Default for ServerArgs {
             max_message_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            max_concurrent_requests: 512,
+            max_connection_age: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
@@ -158,5 +170,148 @@ impl DatabaseArgs {
         self.database_url.clone().unwrap_or_else(|| {
             format!("sqlite://{}/{service}.db?mode=rwc", self.data_dir.display())
         })
+    }
+}
+
+/// Settings of the shared client stack, flattened into the `Config` of each service that calls
+/// others. Defaults apply to every upstream; `--upstream-option` overrides one upstream.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Deadline of an outgoing call, all attempts included (capped by the caller's own).
+    #[arg(long, env = "BOOKMESH_UPSTREAM_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub upstream_timeout: Duration,
+
+    /// Attempts per idempotent call, the first included (1 disables retries; at most 5).
+    #[arg(long, env = "BOOKMESH_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3)]
+    pub upstream_max_attempts: u32,
+
+    /// HTTP/2 connections to each replica.
+    #[arg(long, env = "BOOKMESH_UPSTREAM_CONNECTIONS", default_value_t = 2)]
+    pub upstream_connections: usize,
+
+    /// How often upstream names are resolved again.
+    #[arg(long, env = "BOOKMESH_UPSTREAM_RESOLVE_INTERVAL", value_parser = parse_duration, default_value = "5s")]
+    pub upstream_resolve_interval: Duration,
+
+    /// How long the circuit breaker stays open before trial calls.
+    #[arg(long, env = "BOOKMESH_BREAKER_OPEN_DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub breaker_open_duration: Duration,
+
+    /// Per-upstream overrides, `NAME.KEY=VALUE` (repeatable or comma-separated). Keys:
+    /// call_timeout, connect_timeout, connections, resolve_interval, eject_duration,
+    /// max_attempts, breaker_window, breaker_minimum_calls, breaker_failure_rate,
+    /// breaker_open_duration, breaker_half_open_calls.
+    #[arg(
+        long = "upstream-option",
+        env = "BOOKMESH_UPSTREAM_OPTIONS",
+        value_delimiter = ','
+    )]
+    pub upstream_options: Vec<String>,
+}
+
+impl Default for ClientArgs {
+    fn default() -> Self {
+        Self {
+            upstream_timeout: Duration::from_secs(2),
+            upstream_max_attempts: 3,
+            upstream_connections: 2,
+            upstream_resolve_interval: Duration::from_secs(5),
+            breaker_open_duration: Duration::from_secs(5),
+            upstream_options: Vec::new(),
+        }
+    }
+}
+
+impl ClientArgs {
+    /// The configuration of upstream `name` at `endpoints`: defaults, then overrides.
+    pub fn upstream(
+        &self,
+        name: &str,
+        endpoints: Vec<String>,
+    ) -> Result<crate::client::UpstreamConfig, String> {
+        let mut config = crate::client::UpstreamConfig::new(name, endpoints);
+        config.call_timeout = self.upstream_timeout;
+        config.retry.max_attempts = self.upstream_max_attempts;
+        config.connections_per_endpoint = self.upstream_connections;
+        config.resolve_interval = self.upstream_resolve_interval;
+        config.breaker.open_duration = self.breaker_open_duration;
+        for option in &self.upstream_options {
+            let Some((key, value)) = option.split_once('=') else {
+                return Err(format!("upstream option `{option}` is not NAME.KEY=VALUE"));
+            };
+            let Some((upstream, key)) = key.split_once('.') else {
+                return Err(format!("upstream option `{option}` is not NAME.KEY=VALUE"));
+            };
+            if upstream != name {
+                continue;
+            }
+            let bad = |e: String| format!("upstream option `{option}`: {e}");
+            let number = |v: &str| v.parse::<usize>().map_err(|e| bad(e.to_string()));
+            match key {
+                "call_timeout" => config.call_timeout = parse_duration(value).map_err(bad)?,
+                "connect_timeout" => config.connect_timeout = parse_duration(value).map_err(bad)?,
+                "connections" => config.connections_per_endpoint = number(value)?,
+                "resolve_interval" => {
+                    config.resolve_interval = parse_duration(value).map_err(bad)?
+                }
+                "eject_duration" => config.eject_duration = parse_duration(value).map_err(bad)?,
+                "max_attempts" => config.retry.max_attempts = number(value)? as u32,
+                "breaker_window" => config.breaker.window = number(value)?,
+                "breaker_minimum_calls" => config.breaker.minimum_calls = number(value)?,
+                "breaker_failure_rate" => {
+                    config.breaker.failure_rate = value
+                        .parse()
+                        .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
+                }
+                "breaker_open_duration" => {
+                    config.breaker.open_duration = parse_duration(value).map_err(bad)?
+                }
+                "breaker_half_open_calls" => config.breaker.half_open_calls = number(value)?,
+                _ => return Err(bad(format!("unknown key `{key}`"))),
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod client_args_tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_to_their_upstream_only() {
+        let args = ClientArgs {
+            upstream_options: vec![
+                "member.call_timeout=300ms".into(),
+                "member.breaker_minimum_calls=4".into(),
+                "book.max_attempts=1".into(),
+            ],
+            ..ClientArgs::default()
+        };
+        let member = args
+            .upstream("member", vec!["http://m:1".into()])
+            .expect("valid");
+        assert_eq!(member.call_timeout, Duration::from_millis(300));
+        assert_eq!(member.breaker.minimum_calls, 4);
+        assert_eq!(member.retry.max_attempts, 3);
+        let book = args
+            .upstream("book", vec!["http://b:1".into()])
+            .expect("valid");
+        assert_eq!(book.retry.max_attempts, 1);
+        assert_eq!(book.call_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_overrides_are_reported() {
+        for option in ["member", "member.nope=1", "member.call_timeout=soon"] {
+            let args = ClientArgs {
+                upstream_options: vec![option.into()],
+                ..ClientArgs::default()
+            };
+            assert!(
+                args.upstream("member", vec!["http://m:1".into()]).is_err(),
+                "{option}"
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod paging;
 pub mod proto;
 pub mod server;

@@ -76,6 +76,8 @@ pub enum ServeError {
     Database(#[from] sea_orm::DbErr),
     #[error("upstream: {0}")]
     Upstream(#[from] crate::client::UpstreamError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
     #[error("in-flight calls did not finish within the shutdown grace period")]
@@ -148,7 +150,16 @@ where
         .with_nodelay(Some(true))
         .with_keepalive(Some(settings.keepalive_interval));
 
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if !settings.max_connection_age.is_zero() {
+        // Jitter per process, so replicas started together do not send their clients away at
+        // the same moment.
+        let jitter = 0.9 + 0.2 * fastrand::f64();
+        builder = builder
+            .max_connection_age(settings.max_connection_age.mul_f64(jitter))
+            .max_connection_age_grace(settings.request_timeout);
+    }
+    let server = builder
         .timeout(settings.request_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
@@ -156,9 +167,13 @@ where
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ReadinessGate {
+        .add_service(ServiceGuard {
             inner: service,
             readiness,
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_requests,
+            )),
+            request_timeout: settings.request_timeout,
         })
         .serve_with_incoming_shutdown(incoming, signal);
 
@@ -221,19 +236,28 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Answers UNAVAILABLE until the service first becomes ready, so no call reaches a database
-/// whose tables do not exist yet. Clients retry UNAVAILABLE on another replica.
+/// What stands between the network and a service's handlers, in order:
+/// 1. readiness: UNAVAILABLE until the service first became ready, so no call reaches a
+///    database whose tables do not exist yet (clients retry UNAVAILABLE on another replica);
+/// 2. load shedding: RESOURCE_EXHAUSTED at once when `max_concurrent_requests` calls are in
+///    flight, instead of an unbounded queue that grows memory and latency;
+/// 3. deadline: the request's deadline (its `grpc-timeout`, capped by the server's request
+///    timeout) is set for the handler, so its outgoing calls inherit what is left of it;
+/// 4. access log at DEBUG (`bookmesh::access`): method, gRPC status, latency.
+/// Health and reflection are outside it: probes must answer even when the service sheds load.
 #[derive(Clone)]
-struct ReadinessGate<S> {
+struct ServiceGuard<S> {
     inner: S,
     readiness: Readiness,
+    permits: Arc<tokio::sync::Semaphore>,
+    request_timeout: std::time::Duration,
 }
 
-impl<S: NamedService> NamedService for ReadinessGate<S> {
+impl<S: NamedService> NamedService for ServiceGuard<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S> tower::Service<http::Request<Body>> for ReadinessGate<S>
+impl<S> tower::Service<http::Request<Body>> for ServiceGuard<S>
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
     S::Future: Send + 'static,
@@ -251,7 +275,43 @@ where
             let status = tonic::Status::unavailable("service is starting: database not ready yet");
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        Box::pin(self.inner.call(request))
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let status = tonic::Status::resource_exhausted(
+                "server overloaded: too many calls in flight, retry with backoff",
+            );
+            tracing::debug!(target: "bookmesh::access", method = %request.uri().path(), "shed");
+            return Box::pin(async move { Ok(status.into_http()) });
+        };
+        let started = std::time::Instant::now();
+        let budget = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::deadline::parse_grpc_timeout)
+            .map_or(self.request_timeout, |timeout| {
+                timeout.min(self.request_timeout)
+            });
+        let method = request.uri().path().to_owned();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = crate::deadline::scope(started + budget, response).await;
+            drop(permit);
+            if let Ok(response) = &response {
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("0");
+                tracing::debug!(
+                    target: "bookmesh::access",
+                    %method,
+                    grpc_status = code,
+                    latency_us = started.elapsed().as_micros() as u64,
+                    "served"
+                );
+            }
+            response
+        })
     }
 }
 

@@ -2,7 +2,6 @@
 //! consult the member and book services, apply the card rules in one local transaction,
 //! convert back to messages.
 
-use bookmesh::client::incoming_timeout;
 use bookmesh::proto::rental::v1::{
     self as pb, ClearOverdueRequest, ClearOverdueResponse, GetRentalCardRequest,
     GetRentalCardResponse, MarkOverdueRequest, MarkOverdueResponse, RentBookRequest,
@@ -83,17 +82,17 @@ impl pb::rental_service_server::RentalService for RentalApi {
         &self,
         request: Request<RentBookRequest>,
     ) -> Result<Response<RentBookResponse>, Status> {
-        let budget = incoming_timeout(request.metadata());
         let (member_id, book_id) =
             parse_member_and_book(&request.get_ref().member_id, &request.get_ref().book_id)?;
         tracing::Span::current()
             .record("member_id", tracing::field::display(member_id))
             .record("book_id", tracing::field::display(book_id));
 
-        // Both checks are independent reads: ask both services at once.
+        // Both checks are independent reads: ask both services at once. Their deadlines come
+        // from this request's own (see bookmesh::deadline).
         let (member, book) = tokio::join!(
-            self.upstreams.ensure_member_exists(member_id, budget),
-            self.upstreams.book(book_id, budget),
+            self.upstreams.ensure_member_exists(member_id),
+            self.upstreams.book(book_id),
         );
         member?;
         let book = book?;

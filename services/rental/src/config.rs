@@ -1,10 +1,9 @@
 //! Configuration of the rental service, from flags and environment.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bookmesh::client::UpstreamConfig;
-use bookmesh::config::{DatabaseArgs, ServerArgs, mask_url_password, parse_duration};
+use bookmesh::config::{ClientArgs, DatabaseArgs, ServerArgs, mask_url_password};
 use clap::Parser;
 
 /// rental-service: rental cards, and the rules of renting and returning books.
@@ -33,9 +32,8 @@ pub struct Config {
     )]
     pub book_endpoints: Vec<String>,
 
-    /// Deadline of each call to the member and book services (capped by the caller's own).
-    #[arg(long, env = "BOOKMESH_UPSTREAM_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
-    pub upstream_timeout: Duration,
+    #[command(flatten)]
+    pub client: ClientArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -55,7 +53,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             member_endpoints: vec![member_endpoint.into()],
             book_endpoints: vec![book_endpoint.into()],
-            upstream_timeout: Duration::from_secs(2),
+            client: ClientArgs::default(),
             database: DatabaseArgs::url(database_url),
             server: ServerArgs::default(),
         }
@@ -65,18 +63,13 @@ impl Config {
         self.database.effective_url("rental")
     }
 
-    pub fn member_upstream(&self) -> UpstreamConfig {
-        UpstreamConfig {
-            call_timeout: self.upstream_timeout,
-            ..UpstreamConfig::new(self.member_endpoints.clone())
-        }
+    pub fn member_upstream(&self) -> Result<UpstreamConfig, String> {
+        self.client
+            .upstream("member", self.member_endpoints.clone())
     }
 
-    pub fn book_upstream(&self) -> UpstreamConfig {
-        UpstreamConfig {
-            call_timeout: self.upstream_timeout,
-            ..UpstreamConfig::new(self.book_endpoints.clone())
-        }
+    pub fn book_upstream(&self) -> Result<UpstreamConfig, String> {
+        self.client.upstream("book", self.book_endpoints.clone())
     }
 
     /// Logs the effective configuration with secrets masked.
@@ -86,7 +79,7 @@ impl Config {
             database = %mask_url_password(&self.database_url()),
             member = ?self.member_endpoints,
             book = ?self.book_endpoints,
-            upstream_timeout = ?self.upstream_timeout,
+            client = ?self.client,
             server = ?self.server,
             "rental-service configuration"
         );

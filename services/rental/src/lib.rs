@@ -35,7 +35,11 @@ pub async fn serve_until(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let upstreams = upstream::Upstreams::new(&config.member_upstream(), &config.book_upstream())?;
+    let invalid = |reason: String| ServeError::Config(reason);
+    let upstreams = upstream::Upstreams::new(
+        config.member_upstream().map_err(invalid)?,
+        config.book_upstream().map_err(invalid)?,
+    )?;
     let max_message_bytes = config.server.max_message_bytes;
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
         &config.server,

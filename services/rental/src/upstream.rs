@@ -1,15 +1,12 @@
 //! The rental service's view of the member and book services: typed calls through the shared
-//! client stack, with the caller's deadline passed on.
+//! client stack (discovery, balancing, deadlines, retries, circuit breaker).
 
-use std::time::Duration;
-
-use bookmesh::client::{UpstreamConfig, UpstreamError, call_deadline, channel, request};
+use bookmesh::client::{Idempotency, Upstream, UpstreamConfig, UpstreamError};
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::book::v1::{BookStatus, GetBookRequest};
 use bookmesh::proto::member::v1::GetMemberRequest;
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
 use tonic::Code;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::error::RentalError;
@@ -23,35 +20,35 @@ pub struct BookInfo {
 
 #[derive(Clone)]
 pub struct Upstreams {
-    member: MemberServiceClient<Channel>,
-    member_config: UpstreamConfig,
-    book: BookServiceClient<Channel>,
-    book_config: UpstreamConfig,
+    pub member: Upstream,
+    pub book: Upstream,
 }
 
 impl Upstreams {
-    pub fn new(member: &UpstreamConfig, book: &UpstreamConfig) -> Result<Self, UpstreamError> {
+    pub fn new(member: UpstreamConfig, book: UpstreamConfig) -> Result<Self, UpstreamError> {
         Ok(Self {
-            member: MemberServiceClient::new(channel(member)?),
-            member_config: member.clone(),
-            book: BookServiceClient::new(channel(book)?),
-            book_config: book.clone(),
+            member: Upstream::new(member)?,
+            book: Upstream::new(book)?,
         })
     }
 
     /// Fails with `MemberNotFound` if the member service does not know the member.
-    pub async fn ensure_member_exists(
-        &self,
-        member_id: Uuid,
-        budget: Option<Duration>,
-    ) -> Result<(), RentalError> {
-        let call = request(
-            GetMemberRequest {
-                member_id: member_id.to_string(),
-            },
-            call_deadline(&self.member_config, budget),
-        );
-        match self.member.clone().get_member(call).await {
+    pub async fn ensure_member_exists(&self, member_id: Uuid) -> Result<(), RentalError> {
+        let request = GetMemberRequest {
+            member_id: member_id.to_string(),
+        };
+        // GetMember is a read: safe to retry.
+        let result = self
+            .member
+            .call(
+                Idempotency::Idempotent,
+                request,
+                |channel, request| async move {
+                    MemberServiceClient::new(channel).get_member(request).await
+                },
+            )
+            .await;
+        match result {
             Ok(_) => Ok(()),
             Err(status) if status.code() == Code::NotFound => {
                 Err(RentalError::MemberNotFound(member_id))
@@ -64,26 +61,26 @@ impl Upstreams {
     }
 
     /// The book's title and availability, or `BookNotFound`.
-    pub async fn book(
-        &self,
-        book_id: Uuid,
-        budget: Option<Duration>,
-    ) -> Result<BookInfo, RentalError> {
-        let call = request(
-            GetBookRequest {
-                book_id: book_id.to_string(),
-            },
-            call_deadline(&self.book_config, budget),
-        );
-        match self.book.clone().get_book(call).await {
+    pub async fn book(&self, book_id: Uuid) -> Result<BookInfo, RentalError> {
+        let request = GetBookRequest {
+            book_id: book_id.to_string(),
+        };
+        let result = self
+            .book
+            .call(
+                Idempotency::Idempotent,
+                request,
+                |channel, request| async move {
+                    BookServiceClient::new(channel).get_book(request).await
+                },
+            )
+            .await;
+        match result {
             Ok(response) => {
-                let book = response
-                    .into_inner()
-                    .book
-                    .ok_or_else(|| RentalError::Upstream {
-                        service: "book",
-                        status: tonic::Status::internal("GetBook answered without a book"),
-                    })?;
+                let book = response.book.ok_or_else(|| RentalError::Upstream {
+                    service: "book",
+                    status: tonic::Status::internal("GetBook answered without a book"),
+                })?;
                 Ok(BookInfo {
                     available: book.status() == BookStatus::Available,
                     title: book.title,

@@ -1,0 +1,162 @@
+//! Retries as gRPC's retry design (gRFC A6) describes them: only for calls that are safe to
+//! repeat, only on retryable codes, at most five attempts within the call's one deadline,
+//! jittered exponential backoff, and a token bucket that stops retrying when most calls fail,
+//! so retries never multiply the load on an upstream that is already down.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::Code;
+
+/// Whether a call may be sent more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Reads and idempotent writes: retried on retryable codes.
+    Idempotent,
+    /// Writes whose repetition could apply twice: never retried.
+    NotIdempotent,
+}
+
+/// Retry settings of one upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (capped at 5, as in gRFC A6).
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub backoff_multiplier: f64,
+    /// Token bucket size: each failure takes a token, each success gives back `token_ratio`;
+    /// retries stop while the bucket is at or below half.
+    pub max_tokens: f64,
+    pub token_ratio: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+            backoff_multiplier: 2.0,
+            max_tokens: 10.0,
+            token_ratio: 0.1,
+        }
+    }
+}
+
+/// Codes worth another attempt: the call did not happen, or the server could not take it.
+pub fn is_retryable(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::ResourceExhausted)
+}
+
+impl RetryConfig {
+    pub fn attempts(&self) -> u32 {
+        self.max_attempts.clamp(1, 5)
+    }
+
+    /// Backoff before attempt `retry` (1 for the first retry): uniformly random between zero
+    /// and the exponential bound ("full jitter"), so retrying clients do not synchronise.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(16) as i32;
+        let bound = self.initial_backoff.as_secs_f64() * self.backoff_multiplier.powi(exponent);
+        let bound = bound.min(self.max_backoff.as_secs_f64());
+        Duration::from_secs_f64(bound * fastrand::f64())
+    }
+}
+
+/// The retry throttle of gRFC A6, one per upstream.
+pub struct RetryThrottle {
+    max_tokens: f64,
+    token_ratio: f64,
+    tokens: Mutex<f64>,
+}
+
+impl RetryThrottle {
+    pub fn new(config: &RetryConfig) -> Self {
+        Self {
+            max_tokens: config.max_tokens,
+            token_ratio: config.token_ratio,
+            tokens: Mutex::new(config.max_tokens),
+        }
+    }
+
+    pub fn record_success(&self) {
+        let mut tokens = self.lock();
+        *tokens = (*tokens + self.token_ratio).min(self.max_tokens);
+    }
+
+    pub fn record_failure(&self) {
+        let mut tokens = self.lock();
+        *tokens = (*tokens - 1.0).max(0.0);
+    }
+
+    /// Whether a retry may be sent now.
+    pub fn allows_retry(&self) -> bool {
+        *self.lock() > self.max_tokens / 2.0
+    }
+
+    pub fn tokens(&self) -> f64 {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, f64> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_under_an_exponential_bound() {
+        let config = RetryConfig::default();
+        for _ in 0..200 {
+            assert!(config.backoff(1) <= Duration::from_millis(20));
+            assert!(config.backoff(3) <= Duration::from_millis(80));
+            assert!(config.backoff(30) <= Duration::from_millis(500));
+        }
+        let samples: Vec<_> = (0..50).map(|_| config.backoff(3)).collect();
+        assert!(samples.iter().any(|d| *d != samples[0]), "jittered");
+    }
+
+    #[test]
+    fn attempts_are_capped_at_five() {
+        let config = RetryConfig {
+            max_attempts: 9,
+            ..RetryConfig::default()
+        };
+        assert_eq!(config.attempts(), 5);
+    }
+
+    #[test]
+    fn the_throttle_stops_retries_when_most_calls_fail_and_recovers_on_success() {
+        let throttle = RetryThrottle::new(&RetryConfig::default());
+        assert!(throttle.allows_retry());
+        for _ in 0..5 {
+            throttle.record_failure();
+        }
+        assert!(!throttle.allows_retry(), "bucket at half: no retries");
+        for _ in 0..11 {
+            throttle.record_success();
+        }
+        assert!(throttle.allows_retry());
+    }
+
+    #[test]
+    fn only_unavailable_and_resource_exhausted_are_retryable() {
+        assert!(is_retryable(Code::Unavailable));
+        assert!(is_retryable(Code::ResourceExhausted));
+        for code in [
+            Code::NotFound,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::Internal,
+            Code::FailedPrecondition,
+        ] {
+            assert!(!is_retryable(code), "{code:?}");
+        }
+    }
+}
