@@ -244,6 +244,7 @@ pub async fn shutdown_signal() {
 /// 3. deadline: the request's deadline (its `grpc-timeout`, capped by the server's request
 ///    timeout) is set for the handler, so its outgoing calls inherit what is left of it;
 /// 4. access log at DEBUG (`bookmesh::access`): method, gRPC status, latency.
+///
 /// Health and reflection are outside it: probes must answer even when the service sheds load.
 #[derive(Clone)]
 struct ServiceGuard<S> {

@@ -66,7 +66,7 @@ impl SystemResolver {
         }
     }
 
-    fn from_hosts_file(&self, name: &str) -> io::Result<Option<Vec<IpAddr>>> {
+    fn lookup_hosts_file(&self, name: &str) -> io::Result<Option<Vec<IpAddr>>> {
         let Some(path) = &self.hosts_file else {
             return Ok(None);
         };
@@ -97,7 +97,7 @@ impl Resolve for SystemResolver {
                     found.insert(SocketAddr::new(ip, target.port));
                     continue;
                 }
-                if let Some(ips) = self.from_hosts_file(&target.host)? {
+                if let Some(ips) = self.lookup_hosts_file(&target.host)? {
                     found.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, target.port)));
                     continue;
                 }
