@@ -308,6 +308,7 @@ where
                     %method,
                     grpc_status = code,
                     latency_us = started.elapsed().as_micros() as u64,
+                    budget_ms = budget.as_millis() as u64,
                     "served"
                 );
             }

@@ -34,6 +34,9 @@ pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use discovery::{Resolve, StaticResolver, SystemResolver, Target};
 pub use retry::{Idempotency, RetryConfig, RetryThrottle};
 
+/// Time kept back from a served request's deadline for answering it.
+const RESPONSE_MARGIN: Duration = Duration::from_millis(5);
+
 /// How to reach and treat one upstream service.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -237,7 +240,14 @@ impl Upstream {
         let shared = &self.shared;
         let config = &shared.config;
         let own_deadline = Instant::now() + config.call_timeout;
-        let deadline = crate::deadline::current().map_or(own_deadline, |d| d.min(own_deadline));
+        // Leave the request being served a moment to answer with the upstream's failure
+        // before its own deadline passes.
+        let deadline = crate::deadline::current().map_or(own_deadline, |request_deadline| {
+            request_deadline
+                .checked_sub(RESPONSE_MARGIN)
+                .unwrap_or(request_deadline)
+                .min(own_deadline)
+        });
         let max_attempts = match idempotency {
             Idempotency::Idempotent => config.retry.attempts(),
             Idempotency::NotIdempotent => 1,
@@ -277,6 +287,17 @@ impl Upstream {
                     shared.breaker.record(true, Instant::now());
                     shared.throttle.record_success();
                     return Ok(response.into_inner());
+                }
+                // tonic enforces `grpc-timeout` on the client too and reports it as CANCELLED;
+                // nothing else cancels our calls, so past the deadline it is a deadline.
+                Ok(Err(status))
+                    if status.code() == Code::Cancelled
+                        && Instant::now() + Duration::from_millis(1) >= deadline =>
+                {
+                    Status::deadline_exceeded(format!(
+                        "{}: deadline exceeded after {attempt} attempt(s)",
+                        config.name
+                    ))
                 }
                 Ok(Err(status)) => status,
                 Err(_elapsed) => Status::deadline_exceeded(format!(

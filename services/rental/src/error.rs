@@ -42,6 +42,13 @@ impl From<RentalError> for Status {
             }
             RentalError::Rule(rule) => precondition_failed(rule.kind(), "rental-card", message),
             RentalError::Contended => Status::aborted(message),
+            RentalError::Upstream { service, status }
+                if status.code() == Code::DeadlineExceeded =>
+            {
+                Status::deadline_exceeded(format!(
+                    "{service} service did not answer within the deadline"
+                ))
+            }
             RentalError::Upstream { service, status } => {
                 tracing::warn!(service, %status, "upstream call failed");
                 // The caller cannot act on an upstream's internals; it may retry.

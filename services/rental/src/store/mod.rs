@@ -73,18 +73,32 @@ impl RentalStore {
                 Ok(()) => {}
                 Err(SaveError::Conflict) => {
                     tracing::debug!(%member_id, attempt, "card changed concurrently; retrying");
+                    drop(txn);
+                    contention_backoff(attempt).await;
                     continue;
                 }
                 Err(SaveError::Database(error)) => return Err(error.into()),
             }
             match txn.commit().await {
                 Ok(()) => return Ok((card, outcome)),
-                Err(error) if is_contention(&error) => continue,
+                Err(error) if is_contention(&error) => {
+                    contention_backoff(attempt).await;
+                    continue;
+                }
                 Err(error) => return Err(error.into()),
             }
         }
         Err(RentalError::Contended)
     }
+}
+
+/// A short random pause before retrying a lost race, so the racers do not collide again.
+async fn contention_backoff(attempt: usize) {
+    let bound_ms = 1u64 << attempt.min(6);
+    tokio::time::sleep(std::time::Duration::from_micros(fastrand::u64(
+        ..bound_ms * 1000,
+    )))
+    .await;
 }
 
 enum SaveError {
