@@ -35,6 +35,14 @@ test-db: ## Run the persistence suites against the local PostgreSQL and MariaDB
 smoke: build tools ## Start the mesh and drive it with the real grpcurl, README walkthrough included
 	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" tests/smoke/grpcurl-smoke.sh
 
+.PHONY: demo-failover
+demo-failover: build tools ## Demo: replicas joining and leaving under load, a hung upstream tripping the breaker
+	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" scripts/demo-failover.sh
+
+.PHONY: loadgen
+loadgen: build ## Load the running mesh (make run) for 10 s with the default mix; ARGS="..." for more
+	$(CARGO) run --quiet -p bookmesh-loadgen -- --duration 10s $(ARGS)
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -57,6 +57,10 @@ pub struct ServerArgs {
     #[arg(long, env = "BOOKMESH_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
 
+    /// Address of the admin HTTP port (/metrics, /healthz, /readyz); unset disables it.
+    #[arg(long, env = "BOOKMESH_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
+
     /// Interval of the database check behind the health status.
     #[arg(long, env = "BOOKMESH_READINESS_INTERVAL", value_parser = parse_duration, default_value = "5s")]
     pub readiness_interval: Duration,
@@ -75,6 +79,7 @@ impl Default for ServerArgs {
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
             readiness_interval: Duration::from_secs(5),
+            admin_listen: None,
         }
     }
 }

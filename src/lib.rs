@@ -2,10 +2,12 @@
 //! service is built on, so that each service gets the same health, reflection, limits,
 //! shutdown, logging, persistence helpers and error mapping without re-implementing them.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod deadline;
+pub mod metrics;
 pub mod paging;
 pub mod proto;
 pub mod server;

@@ -23,12 +23,15 @@ use tonic_health::ServingStatus;
 
 use crate::config::ServerArgs;
 
-/// Whether the service can do its work (database reachable and migrated).
+/// Whether the service can do its work: its database is migrated and answering, and it is
+/// not shutting down. Drives the gRPC health status and the admin port's `/readyz`.
 #[derive(Clone)]
 pub struct Readiness {
     serving: Arc<watch::Sender<bool>>,
     /// Latches on the first `set_serving(true)`: the service's tables exist from then on.
     started: Arc<AtomicBool>,
+    /// Latches when a stop signal arrives: from then on the service is never ready again.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Default for Readiness {
@@ -42,18 +45,27 @@ impl Readiness {
         Self {
             serving: Arc::new(watch::Sender::new(false)),
             started: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
+    /// Reports whether the database answers (after migrations); ignored once stopping.
     pub fn set_serving(&self, serving: bool) {
         if serving {
             self.started.store(true, Ordering::Release);
         }
+        let serving = serving && !self.stopping.load(Ordering::Acquire);
         self.serving.send_if_modified(|current| {
             let changed = *current != serving;
             *current = serving;
             changed
         });
+    }
+
+    /// A stop signal arrived: not ready from now on, whatever the database says.
+    pub fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.set_serving(false);
     }
 
     pub fn is_serving(&self) -> bool {
@@ -111,28 +123,35 @@ where
     let reflection_v1 = reflection_builder(S::NAME).build_v1()?;
     let reflection_v1alpha = reflection_builder(S::NAME).build_v1alpha()?;
 
-    // The health status follows readiness until shutdown starts; from then on it stays
-    // NOT_SERVING so that balancers and probes route new calls elsewhere while we drain.
-    let (stopping_tx, mut stopping_rx) = watch::channel(false);
+    // The health status follows readiness, which turns false for good once shutdown starts,
+    // so balancers and probes route new calls elsewhere while we drain.
     let mut ready_rx = readiness.serving.subscribe();
     let health_task = tokio::spawn(async move {
         loop {
-            let status = if *ready_rx.borrow_and_update() && !*stopping_rx.borrow() {
+            let status = if *ready_rx.borrow_and_update() {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
             };
             health_reporter.set_service_status("", status).await;
             health_reporter.set_service_status(S::NAME, status).await;
-            tokio::select! {
-                changed = ready_rx.changed() => if changed.is_err() { break },
-                changed = stopping_rx.changed() => if changed.is_err() { break },
+            if ready_rx.changed().await.is_err() {
+                break;
             }
         }
+    });
+    let admin_task = settings.admin_listen.map(|address| {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::admin::serve(address, readiness).await {
+                tracing::error!(%error, %address, "admin HTTP server failed");
+            }
+        })
     });
 
     let drain_delay = settings.drain_delay;
     let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = readiness.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!(
@@ -140,7 +159,7 @@ where
             ?drain_delay,
             "stop requested: reporting NOT_SERVING, then draining"
         );
-        let _ = stopping_tx.send(true);
+        stopping.mark_stopping();
         tokio::time::sleep(drain_delay).await;
         let _ = drain_started_tx.send(());
     };
@@ -191,6 +210,9 @@ where
         } => Err(ServeError::DrainTimedOut),
     };
     health_task.abort();
+    if let Some(admin) = admin_task {
+        admin.abort();
+    }
     tracing::info!(service = S::NAME, "gRPC server stopped");
     result
 }
@@ -260,7 +282,8 @@ impl<S: NamedService> NamedService for ServiceGuard<S> {
 
 impl<S> tower::Service<http::Request<Body>> for ServiceGuard<S>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService,
     S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
@@ -281,6 +304,9 @@ where
                 "server overloaded: too many calls in flight, retry with backoff",
             );
             tracing::debug!(target: "bookmesh::access", method = %request.uri().path(), "shed");
+            crate::metrics::SERVER_SHED
+                .with_label_values(&[S::NAME])
+                .inc();
             return Box::pin(async move { Ok(status.into_http()) });
         };
         let started = std::time::Instant::now();

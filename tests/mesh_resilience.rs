@@ -19,7 +19,7 @@ use bookmesh::proto::member::v1::{
 use bookmesh::proto::rental::v1::RentBookRequest;
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use bookmesh::testing::{connect, wait_until_serving};
-use bookmesh_mesh_tests::{ServiceProcess, eventually, free_port};
+use bookmesh_mesh_tests::{ServiceProcess, eventually, free_port, http_get};
 use nix::sys::signal::Signal;
 use tonic::{Code, Request, Response, Status};
 
@@ -329,15 +329,19 @@ async fn proof_2_a_hung_upstream_trips_the_breaker_and_it_closes_again_by_itself
     let book_address = format!("127.0.0.1:{}", free_port());
     let book = book_process(&dir, &book_address);
     let rental_address = format!("127.0.0.1:{}", free_port());
+    let admin_address = format!("127.0.0.1:{}", free_port());
     let rental = rental_process(
         &dir,
         &rental_address,
         &format!("http://{member_address}"),
         &format!("http://{book_address}"),
-        &[(
+        &[
+            ("BOOKMESH_ADMIN_LISTEN", admin_address.clone()),
+            (
             "BOOKMESH_UPSTREAM_OPTIONS",
             "book.call_timeout=300ms,book.max_attempts=1,book.breaker_window=10,book.breaker_minimum_calls=5,book.breaker_open_duration=1s".into(),
-        )],
+            ),
+        ],
     );
     for address in [&member_address, &book_address, &rental_address] {
         wait_until_serving(&format!("http://{address}"), Duration::from_secs(60)).await;
@@ -370,6 +374,11 @@ async fn proof_2_a_hung_upstream_trips_the_breaker_and_it_closes_again_by_itself
             break;
         }
     }
+    let (_, metrics) = http_get(&admin_address, "/metrics").await.expect("scrape");
+    assert!(
+        metrics.contains("bookmesh_client_circuit_breaker_state{upstream=\"book\"} 1"),
+        "the open breaker is exported:\n{metrics}"
+    );
     let mut fast_failures = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();

@@ -221,3 +221,40 @@ async fn a_stop_signal_flips_health_to_not_serving_then_drains_and_exits() {
         .expect("server exits after draining");
     assert_eq!(health_status(&url).await, None, "port closed after exit");
 }
+
+#[tokio::test]
+async fn the_admin_port_serves_metrics_liveness_and_readiness() {
+    let db = TestDatabase::fresh().await;
+    let admin = format!("127.0.0.1:{}", bookmesh_mesh_tests::free_port());
+    let mut config = member_service::Config::for_database(&db.url);
+    config.server.admin_listen = Some(admin.parse().expect("address"));
+    config.server.drain_delay = Duration::from_millis(800);
+    let mut server = RunningServer::start(|listener, shutdown| {
+        member_service::serve_until(config, listener, shutdown)
+    })
+    .await;
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        async move {
+            bookmesh_mesh_tests::http_get(&admin, path)
+                .await
+                .expect("admin answers")
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("# TYPE"), "{metrics}");
+    assert_eq!(get("/nope").await.0, 404);
+    server.signal_stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get("/readyz").await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never turned 503 while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.wait_stopped().await;
+}

@@ -71,8 +71,12 @@ pub struct BreakerOpen;
 
 impl CircuitBreaker {
     pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
+        let name = name.into();
+        crate::metrics::CLIENT_BREAKER_STATE
+            .with_label_values(&[name.as_str()])
+            .set(BreakerState::Closed.as_gauge());
         Self {
-            name: name.into(),
+            name,
             config,
             inner: Mutex::new(Inner::Closed {
                 outcomes: VecDeque::new(),
@@ -147,7 +151,28 @@ impl CircuitBreaker {
         };
         if let Some(next) = next {
             *inner = next;
+            self.entered(&inner);
         }
+    }
+
+    /// Exports a state change (the log line is written where the change is decided).
+    fn entered(&self, inner: &Inner) {
+        let state = match inner {
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        };
+        let label = match state {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        };
+        crate::metrics::CLIENT_BREAKER_STATE
+            .with_label_values(&[self.name.as_str()])
+            .set(state.as_gauge());
+        crate::metrics::CLIENT_BREAKER_TRANSITIONS
+            .with_label_values(&[self.name.as_str(), label])
+            .inc();
     }
 
     fn advance(&self, inner: &mut Inner, now: Instant) {
@@ -159,6 +184,7 @@ impl CircuitBreaker {
                 permits: self.config.half_open_calls,
                 successes: 0,
             };
+            self.entered(inner);
         }
     }
 

@@ -276,6 +276,14 @@ impl Upstream {
                 )));
             };
             shared.attempts.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::CLIENT_ATTEMPTS
+                .with_label_values(&[config.name.as_str()])
+                .inc();
+            if attempt > 1 {
+                crate::metrics::CLIENT_RETRIES
+                    .with_label_values(&[config.name.as_str()])
+                    .inc();
+            }
             let mut request = Request::new(message.clone());
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
             let in_flight = InFlight::start(replica.clone());

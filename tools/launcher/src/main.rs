@@ -156,6 +156,11 @@ fn start(
         .env("BOOKMESH_LISTEN", format!("{}:{}", args.host, spec.port))
         .env("BOOKMESH_DATA_DIR", &args.data_dir)
         .env("BOOKMESH_LOG_FORMAT", "pretty")
+        // Admin HTTP (/metrics, /healthz, /readyz) on the gRPC port + 1000.
+        .env(
+            "BOOKMESH_ADMIN_LISTEN",
+            format!("{}:{}", args.host, spec.port + 1000),
+        )
         .env(
             "BOOKMESH_MEMBER_ENDPOINTS",
             format!("http://{}:{}", args.host, SERVICES[1].port),
@@ -269,8 +274,11 @@ fn print_banner(host: &str) {
     println!();
     for spec in &SERVICES {
         println!(
-            "  {:<7} {host}:{}  {}",
-            spec.name, spec.port, spec.grpc_service
+            "  {:<7} {host}:{}  {}   (metrics: http://{host}:{}/metrics)",
+            spec.name,
+            spec.port,
+            spec.grpc_service,
+            spec.port + 1000
         );
     }
     println!();

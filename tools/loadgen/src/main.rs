@@ -70,6 +70,10 @@ struct Args {
     members: usize,
     #[arg(long, default_value_t = 200)]
     books: usize,
+    /// Reuse the members and books listed in this file (JSON) instead of registering new
+    /// ones; written after registration if it does not exist yet.
+    #[arg(long)]
+    ids_file: Option<std::path::PathBuf>,
     /// Deadline of each call.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     timeout: Duration,
@@ -163,7 +167,30 @@ fn upstream(name: &str, endpoints: &[String], timeout: Duration) -> anyhow::Resu
     Ok(Upstream::new(config)?)
 }
 
+#[derive(Serialize, serde::Deserialize)]
+struct Ids {
+    members: Vec<String>,
+    books: Vec<String>,
+}
+
 async fn setup(args: &Args) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    if let Some(path) = &args.ids_file
+        && path.exists()
+    {
+        let ids: Ids = serde_json::from_slice(&std::fs::read(path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok((ids.members, ids.books));
+    }
+    let (members, books) = register(args).await?;
+    if let Some(path) = &args.ids_file {
+        let ids = Ids { members, books };
+        std::fs::write(path, serde_json::to_vec(&ids)?)?;
+        return Ok((ids.members, ids.books));
+    }
+    Ok((members, books))
+}
+
+async fn register(args: &Args) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let members_upstream = upstream("member", &args.member, args.timeout)?;
     let books_upstream = upstream("book", &args.book, args.timeout)?;
     let run = fastrand::u64(..);

@@ -26,6 +26,9 @@ const MAX_ATTEMPTS: usize = 8;
 #[derive(Clone)]
 pub struct RentalStore {
     db: DatabaseConnection,
+    /// SQLite has one writer and a deferred transaction that read first cannot wait for the
+    /// write lock (it fails at once), so writers of this process take turns here instead.
+    sqlite_writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A card as read, with what the save needs to know about the stored rows.
@@ -39,7 +42,9 @@ struct LoadedCard {
 
 impl RentalStore {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        let sqlite_writer = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
+            .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Self { db, sqlite_writer }
     }
 
     /// The member's card, if they ever rented.
@@ -56,6 +61,10 @@ impl RentalStore {
         create_if_missing: bool,
         change: impl Fn(&mut RentalCard) -> Result<T, RuleViolation>,
     ) -> Result<(RentalCard, T), RentalError> {
+        let _writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         for attempt in 1..=MAX_ATTEMPTS {
             let txn = self.db.begin().await?;
             let loaded = match load(&txn, member_id).await? {
