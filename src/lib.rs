@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod deadline;
+pub mod events;
 pub mod metrics;
 pub mod paging;
 pub mod proto;

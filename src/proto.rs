@@ -12,6 +12,12 @@ pub mod book {
     }
 }
 
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("bookmesh.events.v1");
+    }
+}
+
 pub mod member {
     pub mod v1 {
         tonic::include_proto!("bookmesh.member.v1");

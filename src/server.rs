@@ -31,7 +31,7 @@ pub struct Readiness {
     /// Latches on the first `set_serving(true)`: the service's tables exist from then on.
     started: Arc<AtomicBool>,
     /// Latches when a stop signal arrives: from then on the service is never ready again.
-    stopping: Arc<AtomicBool>,
+    stopping: Arc<watch::Sender<bool>>,
 }
 
 impl Default for Readiness {
@@ -45,7 +45,7 @@ impl Readiness {
         Self {
             serving: Arc::new(watch::Sender::new(false)),
             started: Arc::new(AtomicBool::new(false)),
-            stopping: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(watch::Sender::new(false)),
         }
     }
 
@@ -54,7 +54,7 @@ impl Readiness {
         if serving {
             self.started.store(true, Ordering::Release);
         }
-        let serving = serving && !self.stopping.load(Ordering::Acquire);
+        let serving = serving && !*self.stopping.borrow();
         self.serving.send_if_modified(|current| {
             let changed = *current != serving;
             *current = serving;
@@ -64,8 +64,23 @@ impl Readiness {
 
     /// A stop signal arrived: not ready from now on, whatever the database says.
     pub fn mark_stopping(&self) {
-        self.stopping.store(true, Ordering::Release);
+        self.stopping.send_replace(true);
         self.set_serving(false);
+    }
+
+    /// Turns true when a stop signal arrives: long-lived work (event streams, consumers) ends.
+    pub fn stopping_signal(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Completes once the service became ready for the first time (its tables exist).
+    pub async fn started(&self) {
+        let mut serving = self.serving.subscribe();
+        while !self.has_started() {
+            if serving.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub fn is_serving(&self) -> bool {

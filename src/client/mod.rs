@@ -34,8 +34,10 @@ pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use discovery::{Resolve, StaticResolver, SystemResolver, Target};
 pub use retry::{Idempotency, RetryConfig, RetryThrottle};
 
-/// Time kept back from a served request's deadline for answering it.
-const RESPONSE_MARGIN: Duration = Duration::from_millis(5);
+/// Time kept back from a served request's deadline for answering it: a tenth of what is left,
+/// within these bounds, so the caller's answer reaches its own caller before that one gives up.
+const MIN_RESPONSE_MARGIN: Duration = Duration::from_millis(5);
+const MAX_RESPONSE_MARGIN: Duration = Duration::from_millis(100);
 
 /// How to reach and treat one upstream service.
 #[derive(Debug, Clone)]
@@ -243,8 +245,10 @@ impl Upstream {
         // Leave the request being served a moment to answer with the upstream's failure
         // before its own deadline passes.
         let deadline = crate::deadline::current().map_or(own_deadline, |request_deadline| {
+            let left = request_deadline.saturating_duration_since(Instant::now());
+            let margin = (left / 10).clamp(MIN_RESPONSE_MARGIN, MAX_RESPONSE_MARGIN);
             request_deadline
-                .checked_sub(RESPONSE_MARGIN)
+                .checked_sub(margin)
                 .unwrap_or(request_deadline)
                 .min(own_deadline)
         });
@@ -373,6 +377,14 @@ impl Upstream {
                 return None;
             }
         }
+    }
+
+    /// A connection to one replica (picked as for a call), for long-lived streams that must not
+    /// carry a call deadline, such as event subscriptions. `None` when no replica is known
+    /// within the call timeout.
+    pub async fn channel(&self) -> Option<Channel> {
+        let deadline = Instant::now() + self.shared.config.call_timeout;
+        self.pick(deadline).await.map(|replica| replica.channel())
     }
 
     /// Calls sent to each replica so far (for tests, demos and the load generator's report).

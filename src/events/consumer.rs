@@ -1,0 +1,288 @@
+//! Consuming another service's events with exactly-once effects.
+//!
+//! For each event, in ONE local transaction: if the event id is in the inbox, only the cursor
+//! moves (a redelivery changes nothing); otherwise the handler applies the effect (and may
+//! append events to this service's outbox), the id goes into the inbox and the cursor moves.
+//! A handler that keeps failing is retried with backoff `max_attempts` times, then the event is
+//! moved to the dead-letter table (and logged with its id) so the stream goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbErr, EntityTrait, QueryFilter, TransactionTrait,
+};
+use tokio_stream::StreamExt;
+
+use super::Event;
+use super::tables::{cursor, dead_letter, inbox};
+use crate::client::Upstream;
+use crate::proto::events::v1::SubscribeRequest;
+use crate::proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use crate::server::Readiness;
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Database(#[from] DbErr),
+    #[error("undecodable payload: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Applies one kind of events inside the consumer's transaction.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies `event`; events of types it does not care about are a no-op `Ok`.
+    fn handle<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+
+    /// Called after a transaction that applied an event committed (e.g. to wake the relay of
+    /// this service's own outbox).
+    fn committed(&self) {}
+}
+
+/// One subscription of a consuming service to a producer's feed.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consuming service ("book").
+    pub consumer: String,
+    /// The producer ("rental").
+    pub producer: String,
+    /// Attempts of a failing handler before the event is dead-lettered.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(consumer: &str, producer: &str) -> Self {
+        Self {
+            consumer: consumer.to_owned(),
+            producer: producer.to_owned(),
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+
+    /// The key of this subscription's cursor and inbox rows: `book:rental`.
+    pub fn subscription(&self) -> String {
+        format!("{}:{}", self.consumer, self.producer)
+    }
+}
+
+/// Outcome of handling one delivered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Applied,
+    Duplicate,
+    DeadLettered,
+}
+
+/// Applies events to a service's database; transport-independent (the feed and JetStream both
+/// deliver through it).
+pub struct Processor {
+    db: DatabaseConnection,
+    config: ConsumerConfig,
+    handler: Arc<dyn EventHandler>,
+}
+
+impl Processor {
+    pub fn new(db: DatabaseConnection, config: ConsumerConfig, handler: Arc<dyn EventHandler>) -> Self {
+        Self {
+            db,
+            config,
+            handler,
+        }
+    }
+
+    /// The position after which the next subscription starts.
+    pub async fn position(&self) -> Result<i64, DbErr> {
+        Ok(cursor::Entity::find_by_id(self.config.subscription())
+            .one(&self.db)
+            .await?
+            .map_or(0, |row| row.position))
+    }
+
+    /// Handles one delivered event: applied, ignored as a duplicate, or dead-lettered after
+    /// `max_attempts`. Returns an error only when even recording the outcome failed (the
+    /// database is down): the caller must not move past the event then.
+    pub async fn process(&self, event: &Event) -> Result<Handled, DbErr> {
+        let mut backoff = self.config.initial_backoff;
+        let mut last_error = String::new();
+        for attempt in 1..=self.config.max_attempts.max(1) {
+            match self.try_apply(event).await {
+                Ok(handled) => {
+                    if handled == Handled::Applied {
+                        self.handler.committed();
+                    }
+                    return Ok(handled);
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        event_id = %event.event_id,
+                        event_type = %event.event_type,
+                        subscription = %self.config.subscription(),
+                        attempt,
+                        %error,
+                        "event handler failed"
+                    );
+                    last_error = error.to_string();
+                }
+            }
+            if attempt < self.config.max_attempts {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.config.max_backoff);
+            }
+        }
+        self.dead_letter(event, &last_error).await?;
+        tracing::error!(
+            event_id = %event.event_id,
+            event_type = %event.event_type,
+            subscription = %self.config.subscription(),
+            error = %last_error,
+            "event moved to dead letters after {} attempts",
+            self.config.max_attempts
+        );
+        Ok(Handled::DeadLettered)
+    }
+
+    async fn try_apply(&self, event: &Event) -> Result<Handled, HandlerError> {
+        let txn = self.db.begin().await?;
+        let seen = inbox::Entity::find_by_id(event.event_id.clone())
+            .one(&txn)
+            .await?
+            .is_some();
+        if seen {
+            advance(&txn, &self.config.subscription(), event.sequence).await?;
+            txn.commit().await?;
+            return Ok(Handled::Duplicate);
+        }
+        self.handler.handle(&txn, event).await?;
+        inbox::Entity::insert(inbox::ActiveModel {
+            event_id: Set(event.event_id.clone()),
+            subscription: Set(self.config.subscription()),
+            event_type: Set(event.event_type.clone()),
+            processed_at: Set(crate::db::now()),
+        })
+        .exec(&txn)
+        .await?;
+        advance(&txn, &self.config.subscription(), event.sequence).await?;
+        txn.commit().await?;
+        Ok(Handled::Applied)
+    }
+
+    async fn dead_letter(&self, event: &Event, error: &str) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        dead_letter::Entity::insert(dead_letter::ActiveModel {
+            subscription: Set(self.config.subscription()),
+            event_id: Set(event.event_id.clone()),
+            event_type: Set(event.event_type.clone()),
+            sequence: Set(event.sequence),
+            envelope: Set(prost::Message::encode_to_vec(event)),
+            error: Set(error.to_owned()),
+            attempts: Set(self.config.max_attempts as i32),
+            failed_at: Set(crate::db::now()),
+            ..Default::default()
+        })
+        .exec(&txn)
+        .await?;
+        advance(&txn, &self.config.subscription(), event.sequence).await?;
+        txn.commit().await
+    }
+}
+
+/// Moves the cursor forward (never back: a redelivered older event must not rewind it).
+async fn advance(db: &impl ConnectionTrait, subscription: &str, sequence: i64) -> Result<(), DbErr> {
+    if sequence <= 0 {
+        return Ok(());
+    }
+    cursor::Entity::insert(cursor::ActiveModel {
+        subscription: Set(subscription.to_owned()),
+        position: Set(0),
+    })
+    .on_conflict_do_nothing_on([cursor::Column::Subscription])
+    .exec(db)
+    .await?;
+    cursor::Entity::update_many()
+        .col_expr(cursor::Column::Position, Expr::value(sequence))
+        .filter(cursor::Column::Subscription.eq(subscription))
+        .filter(cursor::Column::Position.lt(sequence))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Subscribes to the producer's feed through `upstream` and processes events until the service
+/// stops; reconnects with backoff, resuming after the stored cursor.
+pub async fn run_feed_consumer(processor: Processor, upstream: Upstream, readiness: Readiness) {
+    readiness.started().await;
+    let mut stopping = readiness.stopping_signal();
+    let subscription = processor.config.subscription();
+    let mut backoff = processor.config.initial_backoff;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let after = match processor.position().await {
+            Ok(after) => after,
+            Err(error) => {
+                tracing::warn!(%subscription, %error, "cannot read the cursor; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(processor.config.max_backoff);
+                continue;
+            }
+        };
+        let subscribed = match upstream.channel().await {
+            Some(channel) => {
+                EventFeedServiceClient::new(channel)
+                    .subscribe(SubscribeRequest {
+                        after_sequence: after,
+                    })
+                    .await
+            }
+            None => Err(tonic::Status::unavailable("no replica of the producer")),
+        };
+        let mut stream = match subscribed {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                tracing::debug!(%subscription, %status, "subscription failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(processor.config.max_backoff);
+                continue;
+            }
+        };
+        tracing::info!(%subscription, after, "subscribed to the event feed");
+        backoff = processor.config.initial_backoff;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = stopping.changed() => return,
+            };
+            let event = match next {
+                Some(Ok(response)) => match response.event {
+                    Some(event) => event,
+                    None => continue,
+                },
+                Some(Err(status)) => {
+                    tracing::debug!(%subscription, %status, "event stream ended; resubscribing");
+                    break;
+                }
+                None => break,
+            };
+            if let Err(error) = processor.process(&event).await {
+                tracing::warn!(%subscription, event_id = %event.event_id, %error, "cannot record the outcome; resubscribing");
+                tokio::time::sleep(backoff).await;
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The broker-free transport: a producer serves its published outbox as a gRPC server stream.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::tables::outbox;
+use super::{Event, type_url};
+use crate::proto::events::v1::event_feed_service_server::EventFeedService;
+use crate::proto::events::v1::{SubscribeRequest, SubscribeResponse};
+use crate::server::Readiness;
+
+/// Events read from the database per query while catching up.
+const BATCH: u64 = 200;
+
+/// `bookmesh.events.v1.EventFeedService` over one producer's outbox.
+#[derive(Clone)]
+pub struct EventFeed {
+    producer: &'static str,
+    db: DatabaseConnection,
+    published: watch::Receiver<i64>,
+    readiness: Readiness,
+}
+
+impl EventFeed {
+    /// `published` comes from the producer's relay; `readiness` ends open streams when the
+    /// server starts draining (subscribers resubscribe elsewhere).
+    pub fn new(
+        producer: &'static str,
+        db: DatabaseConnection,
+        published: watch::Receiver<i64>,
+        readiness: Readiness,
+    ) -> Self {
+        Self {
+            producer,
+            db,
+            published,
+            readiness,
+        }
+    }
+
+    async fn batch_after(&self, after: i64) -> Result<Vec<Event>, sea_orm::DbErr> {
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::FeedSequence.gt(after))
+            .order_by_asc(outbox::Column::FeedSequence)
+            .limit(BATCH)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| envelope(self.producer, row))
+            .collect())
+    }
+}
+
+/// The envelope of a published outbox row.
+pub fn envelope(producer: &str, row: outbox::Model) -> Event {
+    Event {
+        sequence: row.feed_sequence.unwrap_or_default(),
+        event_id: row.event_id,
+        producer: producer.to_owned(),
+        aggregate_id: row.aggregate_id,
+        occurred_at: Some(crate::proto::timestamp(row.occurred_at)),
+        traceparent: row.traceparent,
+        tracestate: row.tracestate,
+        payload: Some(prost_types::Any {
+            type_url: type_url(&row.event_type),
+            value: row.payload,
+        }),
+        event_type: row.event_type,
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventFeedService for EventFeed {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let after = request.into_inner().after_sequence;
+        if after < 0 {
+            let mut violations = crate::status::FieldViolations::new();
+            violations.add("after_sequence", "must not be negative");
+            violations.into_result()?;
+        }
+        // Bounded: a slow subscriber slows its own reader task, not the producer's memory.
+        let (tx, rx) = mpsc::channel(64);
+        let feed = self.clone();
+        tokio::spawn(async move { feed.pump(after, tx).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl EventFeed {
+    /// Catches up from the database, then waits for the relay's next publication.
+    async fn pump(self, mut after: i64, tx: mpsc::Sender<Result<SubscribeResponse, Status>>) {
+        let mut published = self.published.clone();
+        let mut stopping = self.readiness.stopping_signal();
+        loop {
+            if *stopping.borrow() {
+                let _ = tx
+                    .send(Err(Status::unavailable("producer is shutting down; resubscribe")))
+                    .await;
+                return;
+            }
+            let events = match self.batch_after(after).await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(%error, "event feed query failed");
+                    let _ = tx
+                        .send(Err(Status::unavailable("event feed unavailable; resubscribe")))
+                        .await;
+                    return;
+                }
+            };
+            let caught_up = (events.len() as u64) < BATCH;
+            for event in events {
+                after = event.sequence;
+                if tx.send(Ok(SubscribeResponse { event: Some(event) })).await.is_err() {
+                    return; // the subscriber went away
+                }
+            }
+            if !caught_up {
+                continue;
+            }
+            // Live tail: wait for the relay (or poll, for rows another replica's relay published).
+            tokio::select! {
+                _ = published.changed() => {},
+                _ = stopping.changed() => {},
+                () = tokio::time::sleep(Duration::from_millis(500)) => {},
+                () = tx.closed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Eventual consistency between services, without two-phase commit.
+//!
+//! - A state change and the events it produces are written in ONE local transaction: the
+//!   events go to the producer's own outbox table ([`outbox::append`]).
+//! - A relay ([`outbox::Relay`]) publishes committed outbox rows in order: it gives each a
+//!   position on the producer's feed. Nothing is published for a rolled-back change, and
+//!   nothing committed is lost.
+//! - The broker-free transport is the feed itself, served over gRPC
+//!   ([`feed::EventFeed`], `bookmesh.events.v1.EventFeedService`): catch-up after a sequence,
+//!   then a live tail.
+//! - Consumers ([`consumer`]) keep their cursor in their own database and record each applied
+//!   event id in an inbox in the same transaction as the effect, so a redelivered event changes
+//!   nothing; an event that keeps failing goes to a dead-letter table.
+
+pub mod consumer;
+pub mod feed;
+pub mod outbox;
+pub mod tables;
+
+pub use crate::proto::events::v1::Event;
+
+/// A protobuf message that travels as an event payload.
+pub trait EventPayload: prost::Message + Default {
+    /// Fully qualified protobuf name, the envelope's `event_type`.
+    const TYPE: &'static str;
+}
+
+macro_rules! event_payloads {
+    ($($message:path => $name:literal),* $(,)?) => {
+        $(impl EventPayload for $message {
+            const TYPE: &'static str = $name;
+        })*
+    };
+}
+
+event_payloads! {
+    crate::proto::rental::v1::ItemRented => "bookmesh.rental.v1.ItemRented",
+    crate::proto::rental::v1::RentCanceled => "bookmesh.rental.v1.RentCanceled",
+    crate::proto::rental::v1::RentConfirmed => "bookmesh.rental.v1.RentConfirmed",
+    crate::proto::book::v1::BookReserved => "bookmesh.book.v1.BookReserved",
+    crate::proto::book::v1::BookReservationRejected => "bookmesh.book.v1.BookReservationRejected",
+}
+
+/// An event about to be written to the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: &'static str,
+    pub aggregate_id: String,
+    pub payload: Vec<u8>,
+}
+
+impl NewEvent {
+    pub fn new<P: EventPayload>(aggregate_id: impl ToString, payload: &P) -> Self {
+        Self {
+            event_type: P::TYPE,
+            aggregate_id: aggregate_id.to_string(),
+            payload: payload.encode_to_vec(),
+        }
+    }
+}
+
+/// The payload of `event` if it is a `P`; `None` for other types; an error if it claims to be a
+/// `P` but does not decode.
+pub fn decode<P: EventPayload>(event: &Event) -> Result<Option<P>, prost::DecodeError> {
+    if event.event_type != P::TYPE {
+        return Ok(None);
+    }
+    let bytes = event
+        .payload
+        .as_ref()
+        .map(|any| any.value.as_slice())
+        .unwrap_or_default();
+    P::decode(bytes).map(Some)
+}
+
+/// The type URL of a payload in the envelope's `Any`.
+pub fn type_url(event_type: &str) -> String {
+    format!("type.googleapis.com/{event_type}")
+}

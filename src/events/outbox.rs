@@ -1,0 +1,137 @@
+//! Writing events in the state change's transaction, and publishing them after commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use tokio::sync::{Notify, watch};
+
+use super::NewEvent;
+use super::tables::outbox;
+
+/// Appends events to the outbox. Call it with the transaction of the state change: they commit
+/// or roll back together.
+pub async fn append(db: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = crate::db::now();
+    let rows = events.into_iter().map(|event| outbox::ActiveModel {
+        event_id: Set(uuid::Uuid::now_v7().to_string()),
+        event_type: Set(event.event_type.to_owned()),
+        aggregate_id: Set(event.aggregate_id),
+        occurred_at: Set(now),
+        payload: Set(event.payload),
+        traceparent: Set(String::new()),
+        tracestate: Set(String::new()),
+        feed_sequence: Set(None),
+        ..Default::default()
+    });
+    outbox::Entity::insert_many(rows).exec(db).await?;
+    Ok(())
+}
+
+/// Publishes committed outbox rows onto the producer's feed: rows without a feed position get
+/// the next positions, in insertion order. Events of one aggregate are inserted in the order
+/// their (conflicting, so serialised) transactions committed, so they keep their order.
+///
+/// Runs as one task per process. Several replicas may race: the unique index on the position
+/// lets one win and the other retry.
+#[derive(Clone)]
+pub struct Relay {
+    db: DatabaseConnection,
+    wake: Arc<Notify>,
+    published: watch::Sender<i64>,
+}
+
+impl Relay {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            wake: Arc::new(Notify::new()),
+            published: watch::Sender::new(0),
+        }
+    }
+
+    /// Asks the relay to look for new rows now (after a commit that appended events).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The highest published position, updated as the relay publishes.
+    pub fn published(&self) -> watch::Receiver<i64> {
+        self.published.subscribe()
+    }
+
+    /// Publishes what is pending; returns how many rows it published.
+    pub async fn publish_pending(&self) -> Result<usize, DbErr> {
+        let txn = self.db.begin().await?;
+        let pending = outbox::Entity::find()
+            .filter(outbox::Column::FeedSequence.is_null())
+            .order_by_asc(outbox::Column::Id)
+            .limit(500)
+            .all(&txn)
+            .await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let last: Option<i64> = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::FeedSequence.max(), "last")
+            .into_tuple::<Option<i64>>()
+            .one(&txn)
+            .await?
+            .flatten();
+        let mut next = last.unwrap_or(0);
+        for row in &pending {
+            next += 1;
+            outbox::Entity::update_many()
+                .col_expr(outbox::Column::FeedSequence, Expr::value(next))
+                .filter(outbox::Column::Id.eq(row.id))
+                .filter(outbox::Column::FeedSequence.is_null())
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        self.published.send_replace(next);
+        Ok(pending.len())
+    }
+
+    /// Runs forever: publishes whenever woken, and every `poll` anyway (rows written by other
+    /// replicas do not wake this one). Failures are logged and retried with backoff.
+    pub async fn run(self, poll: Duration) {
+        let mut backoff = Duration::from_millis(50);
+        if let Ok(Some(Some(last))) = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::FeedSequence.max(), "last")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await
+        {
+            self.published.send_replace(last);
+        }
+        loop {
+            match self.publish_pending().await {
+                Ok(n) if n > 0 => {
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                Ok(_) => backoff = Duration::from_millis(50),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(poll) => {},
+            }
+        }
+    }
+}
