@@ -115,6 +115,7 @@ pub enum ServeError {
 pub async fn serve<S>(
     settings: &ServerArgs,
     service: S,
+    feed: Option<EventFeedServer>,
     listener: TcpListener,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -135,8 +136,9 @@ where
         .await;
     health_reporter.set_not_serving::<S>().await;
 
-    let reflection_v1 = reflection_builder(S::NAME).build_v1()?;
-    let reflection_v1alpha = reflection_builder(S::NAME).build_v1alpha()?;
+    let feed_name = feed.as_ref().map(|_| EVENT_FEED_NAME);
+    let reflection_v1 = reflection_builder(S::NAME, feed_name).build_v1()?;
+    let reflection_v1alpha = reflection_builder(S::NAME, feed_name).build_v1alpha()?;
 
     // The health status follows readiness, which turns false for good once shutdown starts,
     // so balancers and probes route new calls elsewhere while we drain.
@@ -193,6 +195,15 @@ where
             .max_connection_age(settings.max_connection_age.mul_f64(jitter))
             .max_connection_age_grace(settings.request_timeout);
     }
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        settings.max_concurrent_requests,
+    ));
+    let feed = feed.map(|feed| ServiceGuard {
+        inner: feed,
+        readiness: readiness.clone(),
+        permits: permits.clone(),
+        request_timeout: settings.request_timeout,
+    });
     let server = builder
         .timeout(settings.request_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams)
@@ -201,12 +212,11 @@ where
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_optional_service(feed)
         .add_service(ServiceGuard {
             inner: service,
             readiness,
-            permits: Arc::new(tokio::sync::Semaphore::new(
-                settings.max_concurrent_requests,
-            )),
+            permits,
             request_timeout: settings.request_timeout,
         })
         .serve_with_incoming_shutdown(incoming, signal);
@@ -232,8 +242,23 @@ where
     result
 }
 
-fn reflection_builder(service_name: &str) -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+/// The event feed a producing service serves beside its own API.
+pub type EventFeedServer =
+    crate::proto::events::v1::event_feed_service_server::EventFeedServiceServer<
+        crate::events::feed::EventFeed,
+    >;
+
+const EVENT_FEED_NAME: &str = "bookmesh.events.v1.EventFeedService";
+
+fn reflection_builder(
+    service_name: &str,
+    feed_name: Option<&str>,
+) -> tonic_reflection::server::Builder<'static> {
+    let builder = match feed_name {
+        Some(feed) => tonic_reflection::server::Builder::configure().with_service_name(feed),
+        None => tonic_reflection::server::Builder::configure(),
+    };
+    builder
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
@@ -358,14 +383,36 @@ where
     }
 }
 
+/// What a service hands to [`serve_with_database`] once its database connection exists.
+pub struct App<S> {
+    /// The service's own gRPC API.
+    pub service: S,
+    /// Its event feed, if it publishes events.
+    pub feed: Option<EventFeedServer>,
+    /// Background work (outbox relay, event consumers), stopped when the server stops.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<S> App<S> {
+    /// A service with no events and no background work.
+    pub fn service(service: S) -> Self {
+        Self {
+            service,
+            feed: None,
+            tasks: Vec::new(),
+        }
+    }
+}
+
 /// Serves a service that owns a database: opens the pool lazily, migrates it in the
-/// background (health says NOT_SERVING until done), then serves until `shutdown`.
+/// background (health says NOT_SERVING until done), builds the app, then serves until
+/// `shutdown`.
 pub async fn serve_with_database<M, S>(
     settings: &ServerArgs,
     database_url: &str,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    build_service: impl FnOnce(sea_orm::DatabaseConnection) -> S,
+    build: impl FnOnce(sea_orm::DatabaseConnection, &Readiness) -> Result<App<S>, ServeError>,
 ) -> Result<(), ServeError>
 where
     M: sea_orm_migration::MigratorTrait,
@@ -381,8 +428,19 @@ where
     let readiness = Readiness::new();
     let readiness_task =
         crate::db::spawn_readiness::<M>(db.clone(), readiness.clone(), settings.readiness_interval);
-    let service = build_service(db);
-    let served = serve(settings, service, listener, readiness, shutdown).await;
+    let app = build(db, &readiness)?;
+    let served = serve(
+        settings,
+        app.service,
+        app.feed,
+        listener,
+        readiness,
+        shutdown,
+    )
+    .await;
     readiness_task.abort();
+    for task in app.tasks {
+        task.abort();
+    }
     served
 }

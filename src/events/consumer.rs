@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbErr, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, TransactionTrait,
 };
 use tokio_stream::StreamExt;
 
@@ -96,7 +96,11 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(db: DatabaseConnection, config: ConsumerConfig, handler: Arc<dyn EventHandler>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        config: ConsumerConfig,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
         Self {
             db,
             config,
@@ -201,7 +205,11 @@ impl Processor {
 }
 
 /// Moves the cursor forward (never back: a redelivered older event must not rewind it).
-async fn advance(db: &impl ConnectionTrait, subscription: &str, sequence: i64) -> Result<(), DbErr> {
+async fn advance(
+    db: &impl ConnectionTrait,
+    subscription: &str,
+    sequence: i64,
+) -> Result<(), DbErr> {
     if sequence <= 0 {
         return Ok(());
     }

@@ -108,7 +108,9 @@ impl EventFeed {
         loop {
             if *stopping.borrow() {
                 let _ = tx
-                    .send(Err(Status::unavailable("producer is shutting down; resubscribe")))
+                    .send(Err(Status::unavailable(
+                        "producer is shutting down; resubscribe",
+                    )))
                     .await;
                 return;
             }
@@ -117,7 +119,9 @@ impl EventFeed {
                 Err(error) => {
                     tracing::warn!(%error, "event feed query failed");
                     let _ = tx
-                        .send(Err(Status::unavailable("event feed unavailable; resubscribe")))
+                        .send(Err(Status::unavailable(
+                            "event feed unavailable; resubscribe",
+                        )))
                         .await;
                     return;
                 }
@@ -125,7 +129,11 @@ impl EventFeed {
             let caught_up = (events.len() as u64) < BATCH;
             for event in events {
                 after = event.sequence;
-                if tx.send(Ok(SubscribeResponse { event: Some(event) })).await.is_err() {
+                if tx
+                    .send(Ok(SubscribeResponse { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
                     return; // the subscriber went away
                 }
             }

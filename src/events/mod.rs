@@ -77,3 +77,51 @@ pub fn decode<P: EventPayload>(event: &Event) -> Result<Option<P>, prost::Decode
 pub fn type_url(event_type: &str) -> String {
     format!("type.googleapis.com/{event_type}")
 }
+
+/// Starts a producer's outbox relay (once migrations ran) and builds its event feed service.
+/// Returns the relay (to wake it after commits), the feed to serve, and the relay's task.
+pub fn start_producer(
+    producer: &'static str,
+    db: sea_orm::DatabaseConnection,
+    readiness: &crate::server::Readiness,
+) -> (
+    outbox::Relay,
+    crate::server::EventFeedServer,
+    tokio::task::JoinHandle<()>,
+) {
+    let relay = outbox::Relay::new(db.clone());
+    let feed = feed::EventFeed::new(producer, db, relay.published(), readiness.clone());
+    let task = {
+        let relay = relay.clone();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            readiness.started().await;
+            relay.run(std::time::Duration::from_millis(500)).await;
+        })
+    };
+    (
+        relay,
+        crate::proto::events::v1::event_feed_service_server::EventFeedServiceServer::new(feed),
+        task,
+    )
+}
+
+/// Starts consuming `producer`'s feed at `endpoints` into this service's database.
+pub fn start_feed_consumer(
+    db: sea_orm::DatabaseConnection,
+    config: consumer::ConsumerConfig,
+    endpoints: Vec<String>,
+    handler: std::sync::Arc<dyn consumer::EventHandler>,
+    readiness: &crate::server::Readiness,
+) -> Result<tokio::task::JoinHandle<()>, crate::client::UpstreamError> {
+    let upstream = crate::client::Upstream::new(crate::client::UpstreamConfig::new(
+        format!("{}-feed", config.producer),
+        endpoints,
+    ))?;
+    let processor = consumer::Processor::new(db, config, handler);
+    Ok(tokio::spawn(consumer::run_feed_consumer(
+        processor,
+        upstream,
+        readiness.clone(),
+    )))
+}

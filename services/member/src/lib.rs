@@ -40,10 +40,12 @@ pub async fn serve_until(
         &config.database_url(),
         listener,
         shutdown,
-        |db| {
-            MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes)
+        |db, _readiness| {
+            Ok(bookmesh::server::App::service(
+                MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
+                    .max_decoding_message_size(max_message_bytes)
+                    .max_encoding_message_size(max_message_bytes),
+            ))
         },
     )
     .await

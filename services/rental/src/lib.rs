@@ -46,10 +46,15 @@ pub async fn serve_until(
         &config.database_url(),
         listener,
         shutdown,
-        |db| {
-            RentalServiceServer::new(api::RentalApi::new(store::RentalStore::new(db), upstreams))
+        |db, _readiness| {
+            Ok(bookmesh::server::App::service(
+                RentalServiceServer::new(api::RentalApi::new(
+                    store::RentalStore::new(db),
+                    upstreams,
+                ))
                 .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            ))
         },
     )
     .await
