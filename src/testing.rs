@@ -117,6 +117,19 @@ impl RunningServer {
         server
     }
 
+    /// Like [`RunningServer::start`] on a listener bound beforehand (with [`bind`]), for
+    /// services that must know each other's addresses before any of them starts.
+    pub async fn start_on<F, Fut, E>(listener: TcpListener, serve: F) -> Self
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let server = Self::spawn_on(listener, serve);
+        wait_until_serving(&server.url(), Duration::from_secs(30)).await;
+        server
+    }
+
     /// Like [`RunningServer::start`] but returns at once, whatever the health status.
     pub async fn spawn<F, Fut, E>(serve: F) -> Self
     where
@@ -124,7 +137,15 @@ impl RunningServer {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::spawn_on(bind().await, serve)
+    }
+
+    fn spawn_on<F, Fut, E>(listener: TcpListener, serve: F) -> Self
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = Box::pin(async move {
@@ -171,6 +192,35 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         // A server still running when its test ends must not outlive the test's runtime.
         self.task.abort();
+    }
+}
+
+/// A listener on an ephemeral loopback port.
+pub async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind")
+}
+
+/// The `http://` URL of a bound listener.
+pub fn url_of(listener: &TcpListener) -> String {
+    format!("http://{}", listener.local_addr().expect("local address"))
+}
+
+/// Polls `probe` until it returns `Some`; panics with `what` after `deadline`.
+pub async fn eventually<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> Fut,
+) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

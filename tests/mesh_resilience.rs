@@ -55,6 +55,8 @@ fn member_replica(dir: &Dir, address: &str) -> ServiceProcess {
             // Replicas of one service share its one database.
             ("BOOKMESH_DATA_DIR", dir.path("member")),
             ("RUST_LOG", ACCESS_LOG.to_owned()),
+            // These proofs are about calls, not events: no rental feed (port 1 refuses).
+            ("BOOKMESH_RENTAL_ENDPOINTS", "http://127.0.0.1:1".to_owned()),
         ],
     )
 }
@@ -66,6 +68,7 @@ fn book_process(dir: &Dir, address: &str) -> ServiceProcess {
         &[
             ("BOOKMESH_LISTEN", address.to_owned()),
             ("BOOKMESH_DATA_DIR", dir.path("book")),
+            ("BOOKMESH_RENTAL_ENDPOINTS", "http://127.0.0.1:1".to_owned()),
         ],
     )
 }
@@ -642,6 +645,7 @@ async fn proof_5_beyond_the_concurrency_limit_calls_are_shed_fast_and_memory_sta
             ("BOOKMESH_LISTEN", address.clone()),
             ("BOOKMESH_DATA_DIR", dir.path("member")),
             ("BOOKMESH_MAX_CONCURRENT_REQUESTS", "4".into()),
+            ("BOOKMESH_RENTAL_ENDPOINTS", "http://127.0.0.1:1".into()),
         ],
     );
     let url = format!("http://{address}");

@@ -37,6 +37,7 @@ event_payloads! {
     crate::proto::rental::v1::ItemRented => "bookmesh.rental.v1.ItemRented",
     crate::proto::rental::v1::RentCanceled => "bookmesh.rental.v1.RentCanceled",
     crate::proto::rental::v1::RentConfirmed => "bookmesh.rental.v1.RentConfirmed",
+    crate::proto::rental::v1::ItemReturned => "bookmesh.rental.v1.ItemReturned",
     crate::proto::book::v1::BookReserved => "bookmesh.book.v1.BookReserved",
     crate::proto::book::v1::BookReservationRejected => "bookmesh.book.v1.BookReservationRejected",
 }

@@ -79,12 +79,29 @@ check "naming the email field" '"field":"email"' "$invalid"
 walkthrough=$(awk '/<!-- walkthrough:start -->/{on=1; next} /<!-- walkthrough:end -->/{on=0} on' README.md |
   sed '/^```/d')
 [[ -n "$walkthrough" ]] || fail "README has no walkthrough block"
-output=$(bash -c "$walkthrough" 2>&1 || true)
+output=$(bash -c "$walkthrough"$'\n''echo "WALKTHROUGH_MEMBER_ID=$MEMBER_ID"' 2>&1 || true)
 check "walkthrough: rental item is pending" '"state": "ITEM_STATE_PENDING"' "$output"
 check "walkthrough: card is available" '"status": "RENTAL_STATUS_AVAILABLE"' "$output"
 check "walkthrough: the title came from the book service" '"title": "Dune"' "$output"
 check "walkthrough: the validation error lists fields" '"field":"email"' "$output"
 check "walkthrough: renting the same book twice is refused" "Code: AlreadyExists" "$output"
+
+# The rental saga runs on events: the item becomes RENTED and the member earns 10 points.
+member_id=$(sed -n 's/^WALKTHROUGH_MEMBER_ID=//p' <<<"$output")
+[[ -n "$member_id" ]] || fail "walkthrough did not register a member"
+deadline=$((SECONDS + 20))
+until card=$(grpcurl -plaintext -d "{\"member_id\": \"$member_id\"}" localhost:50053 \
+  bookmesh.rental.v1.RentalService/GetRentalCard 2>&1) && grep -q ITEM_STATE_RENTED <<<"$card"; do
+  ((SECONDS < deadline)) || fail "the rental never became RENTED: $card"
+  sleep 0.2
+done
+check "saga: the item is RENTED" '"state": "ITEM_STATE_RENTED"' "$card"
+until member=$(grpcurl -plaintext -d "{\"member_id\": \"$member_id\"}" localhost:50052 \
+  bookmesh.member.v1.MemberService/GetMember 2>&1) && grep -q '"points": "10"' <<<"$member"; do
+  ((SECONDS < deadline)) || fail "the member never got the points: $member"
+  sleep 0.2
+done
+check "saga: the member earned 10 points" '"points": "10"' "$member"
 
 kill -TERM "$launcher_pid"
 if ! wait "$launcher_pid"; then

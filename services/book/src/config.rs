@@ -13,6 +13,15 @@ pub struct Config {
     #[arg(long, env = "BOOKMESH_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Rental service endpoints (comma-separated), whose event feed this service consumes.
+    #[arg(
+        long,
+        env = "BOOKMESH_RENTAL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub rental_endpoints: Vec<String>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -21,9 +30,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Configuration for tests: the given database and rental feed, the rest at defaults.
+    pub fn for_tests(database_url: impl Into<String>, rental_endpoint: impl Into<String>) -> Self {
+        Self {
+            rental_endpoints: vec![rental_endpoint.into()],
+            ..Self::for_database(database_url)
+        }
+    }
+
     /// Configuration for tests: the given database, every other setting at its default.
     pub fn for_database(database_url: impl Into<String>) -> Self {
         Self {
+            // Nothing listens on port 1: no rental feed unless a test wires one (for_tests).
+            rental_endpoints: vec!["http://127.0.0.1:1".into()],
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database: DatabaseArgs::url(database_url),
             server: ServerArgs::default(),
@@ -38,6 +57,7 @@ impl Config {
     pub fn log(&self) {
         tracing::info!(
             listen = %self.listen,
+            rental = ?self.rental_endpoints,
             database = %mask_url_password(&self.database_url()),
             server = ?self.server,
             "book-service configuration"

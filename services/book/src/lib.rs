@@ -5,11 +5,15 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod store;
 
 use std::future::Future;
 
 use bookmesh::proto::book::v1::book_service_server::BookServiceServer;
+use std::sync::Arc;
+
+use bookmesh::events::consumer::ConsumerConfig;
 use bookmesh::server::ServeError;
 use tokio::net::TcpListener;
 
@@ -35,17 +39,29 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_message_bytes = config.server.max_message_bytes;
+    let rental_endpoints = config.rental_endpoints.clone();
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
         &config.server,
         &config.database_url(),
         listener,
         shutdown,
-        |db, _readiness| {
-            Ok(bookmesh::server::App::service(
-                BookServiceServer::new(api::BookApi::new(store::BookStore::new(db)))
+        |db, readiness| {
+            let (relay, feed, relay_task) =
+                bookmesh::events::start_producer("book", db.clone(), readiness);
+            let consumer = bookmesh::events::start_feed_consumer(
+                db.clone(),
+                ConsumerConfig::new("book", "rental"),
+                rental_endpoints,
+                Arc::new(events::RentalEvents { relay }),
+                readiness,
+            )?;
+            Ok(bookmesh::server::App {
+                service: BookServiceServer::new(api::BookApi::new(store::BookStore::new(db)))
                     .max_decoding_message_size(max_message_bytes)
                     .max_encoding_message_size(max_message_bytes),
-            ))
+                feed: Some(feed),
+                tasks: vec![relay_task, consumer],
+            })
         },
     )
     .await

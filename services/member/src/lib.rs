@@ -5,11 +5,15 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod store;
 
 use std::future::Future;
 
 use bookmesh::proto::member::v1::member_service_server::MemberServiceServer;
+use std::sync::Arc;
+
+use bookmesh::events::consumer::ConsumerConfig;
 use bookmesh::server::ServeError;
 use tokio::net::TcpListener;
 
@@ -35,17 +39,27 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_message_bytes = config.server.max_message_bytes;
+    let rental_endpoints = config.rental_endpoints.clone();
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
         &config.server,
         &config.database_url(),
         listener,
         shutdown,
-        |db, _readiness| {
-            Ok(bookmesh::server::App::service(
-                MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
+        |db, readiness| {
+            let consumer = bookmesh::events::start_feed_consumer(
+                db.clone(),
+                ConsumerConfig::new("member", "rental"),
+                rental_endpoints,
+                Arc::new(events::RentalEvents),
+                readiness,
+            )?;
+            Ok(bookmesh::server::App {
+                service: MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
                     .max_decoding_message_size(max_message_bytes)
                     .max_encoding_message_size(max_message_bytes),
-            ))
+                feed: None,
+                tasks: vec![consumer],
+            })
         },
     )
     .await

@@ -12,7 +12,9 @@ use bookmesh::status::FieldViolations;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, parse_uuid};
+use bookmesh::events::outbox::Relay;
+
+use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, RuleViolation, parse_uuid};
 use crate::error::RentalError;
 use crate::store::RentalStore;
 use crate::upstream::Upstreams;
@@ -20,11 +22,16 @@ use crate::upstream::Upstreams;
 pub struct RentalApi {
     store: RentalStore,
     upstreams: Upstreams,
+    relay: Relay,
 }
 
 impl RentalApi {
-    pub fn new(store: RentalStore, upstreams: Upstreams) -> Self {
-        Self { store, upstreams }
+    pub fn new(store: RentalStore, upstreams: Upstreams, relay: Relay) -> Self {
+        Self {
+            store,
+            upstreams,
+            relay,
+        }
     }
 }
 
@@ -53,6 +60,7 @@ fn item_message(item: &RentalItem) -> pb::RentalItem {
         state: state.into(),
         returned_at: item.returned_at.map(timestamp),
         late_fee: item.late_fee,
+        cancel_reason: item.cancel_reason.clone().unwrap_or_default(),
     }
 }
 
@@ -70,6 +78,12 @@ fn card_message(card: &RentalCard) -> pb::RentalCard {
             .items
             .iter()
             .filter(|item| item.state == ItemState::Returned)
+            .map(item_message)
+            .collect(),
+        canceled_items: card
+            .items
+            .iter()
+            .filter(|item| item.state == ItemState::Canceled)
             .map(item_message)
             .collect(),
     }
@@ -97,16 +111,34 @@ impl pb::rental_service_server::RentalService for RentalApi {
         member?;
         let book = book?;
         if !book.available {
-            return Err(RentalError::BookUnavailable(book_id).into());
+            // Unavailable because this member already has it: say so, as a retried RentBook
+            // would expect.
+            let on_this_card = self
+                .store
+                .get(member_id)
+                .await?
+                .is_some_and(|card| card.held_items().any(|item| item.book_id == book_id));
+            return Err(if on_this_card {
+                RentalError::Rule(RuleViolation::AlreadyOnCard(book_id))
+            } else {
+                RentalError::BookUnavailable(book_id)
+            }
+            .into());
         }
-        let (card, ()) = self
+        let (card, item) = self
             .store
-            .update(member_id, true, |card| {
-                card.rent(book_id, book.title.clone(), bookmesh::db::now())
-                    .map(|_| ())
-            })
+            .update(
+                member_id,
+                true,
+                |card| {
+                    card.rent(book_id, book.title.clone(), bookmesh::db::now())
+                        .cloned()
+                },
+                |_, item| vec![crate::events::item_rented(member_id, item)],
+            )
             .await?;
-        tracing::info!("book rented: item pending");
+        self.relay.wake();
+        tracing::info!(item_id = %item.item_id, "book rented: item pending, ItemRented published");
         Ok(Response::new(RentBookResponse {
             rental_card: Some(card_message(&card)),
         }))
@@ -121,10 +153,14 @@ impl pb::rental_service_server::RentalService for RentalApi {
         let (member_id, book_id) = parse_member_and_book(&request.member_id, &request.book_id)?;
         let (card, late_fee) = self
             .store
-            .update(member_id, false, |card| {
-                card.return_book(book_id, bookmesh::db::now())
-            })
+            .update(
+                member_id,
+                false,
+                |card| card.return_book(book_id, bookmesh::db::now()),
+                |card, late_fee| crate::events::item_returned(card, book_id, *late_fee),
+            )
             .await?;
+        self.relay.wake();
         tracing::info!(%member_id, %book_id, late_fee, "book returned");
         Ok(Response::new(ReturnBookResponse {
             rental_card: Some(card_message(&card)),
@@ -140,9 +176,12 @@ impl pb::rental_service_server::RentalService for RentalApi {
         let (member_id, book_id) = parse_member_and_book(&request.member_id, &request.book_id)?;
         let (card, ()) = self
             .store
-            .update(member_id, false, |card| {
-                card.mark_overdue(book_id, bookmesh::db::now())
-            })
+            .update(
+                member_id,
+                false,
+                |card| card.mark_overdue(book_id, bookmesh::db::now()),
+                |_, _| Vec::new(),
+            )
             .await?;
         tracing::info!(%member_id, %book_id, "item marked overdue");
         Ok(Response::new(MarkOverdueResponse {
@@ -164,9 +203,12 @@ impl pb::rental_service_server::RentalService for RentalApi {
         let member_id = violations.finish(|| member_id)?;
         let (card, ()) = self
             .store
-            .update(member_id, false, |card| {
-                card.clear_overdue(request.points, bookmesh::db::now())
-            })
+            .update(
+                member_id,
+                false,
+                |card| card.clear_overdue(request.points, bookmesh::db::now()),
+                |_, _| Vec::new(),
+            )
             .await?;
         tracing::info!(%member_id, points = request.points, "late fee cleared");
         Ok(Response::new(ClearOverdueResponse {

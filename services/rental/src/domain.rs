@@ -53,6 +53,8 @@ pub struct RentalItem {
     pub state: ItemState,
     pub returned_at: Option<DateTime<Utc>>,
     pub late_fee: i64,
+    /// Why the rental was canceled (compensation), for CANCELED items.
+    pub cancel_reason: Option<String>,
 }
 
 impl RentalItem {
@@ -76,6 +78,10 @@ pub enum RuleViolation {
     NotOnCard(Uuid),
     #[error("book {0} is waiting for its return to be confirmed")]
     ReturnInProgress(Uuid),
+    #[error("the rental of book {0} is not confirmed yet; try again in a moment")]
+    RentPending(Uuid),
+    #[error("item {item_id} is {state:?}, which this step of the saga cannot follow")]
+    UnexpectedItemState { item_id: Uuid, state: ItemState },
     #[error("{0} books are still out: every book must be returned before clearing the late fee")]
     BooksOutstanding(usize),
     #[error("there is no late fee to clear")]
@@ -93,6 +99,8 @@ impl RuleViolation {
             Self::AlreadyOnCard(_) => "ALREADY_ON_CARD",
             Self::NotOnCard(_) => "NOT_ON_CARD",
             Self::ReturnInProgress(_) => "RETURN_IN_PROGRESS",
+            Self::RentPending(_) => "RENT_PENDING",
+            Self::UnexpectedItemState { .. } => "UNEXPECTED_ITEM_STATE",
             Self::BooksOutstanding(_) => "BOOKS_OUTSTANDING",
             Self::NothingToClear => "NOTHING_TO_CLEAR",
             Self::WrongAmount { .. } => "WRONG_AMOUNT",
@@ -175,6 +183,7 @@ impl RentalCard {
             state: ItemState::Pending,
             returned_at: None,
             late_fee: 0,
+            cancel_reason: None,
         });
         let index = self.items.len() - 1;
         Ok(&self.items[index])
@@ -185,8 +194,10 @@ impl RentalCard {
     pub fn return_book(&mut self, book_id: Uuid, now: DateTime<Utc>) -> Result<i64, RuleViolation> {
         self.refresh(now);
         let item = self.held_item_mut(book_id)?;
-        if item.state == ItemState::ReturnPending {
-            return Err(RuleViolation::ReturnInProgress(book_id));
+        match item.state {
+            ItemState::ReturnPending => return Err(RuleViolation::ReturnInProgress(book_id)),
+            ItemState::Pending => return Err(RuleViolation::RentPending(book_id)),
+            _ => {}
         }
         let fee = if item.overdue {
             item.days_overdue(now) * LATE_FEE_PER_DAY
@@ -199,6 +210,56 @@ impl RentalCard {
         self.late_fee += fee;
         self.refresh(now);
         Ok(fee)
+    }
+
+    /// The item with `item_id`, whatever its state.
+    fn item_mut(&mut self, item_id: Uuid) -> Result<&mut RentalItem, RuleViolation> {
+        self.items
+            .iter_mut()
+            .find(|item| item.item_id == item_id)
+            .ok_or(RuleViolation::NotOnCard(item_id))
+    }
+
+    /// Saga step: the book service reserved the book, so the PENDING item is RENTED. Returns
+    /// whether anything changed (a redelivered confirmation changes nothing).
+    pub fn confirm_rent(
+        &mut self,
+        item_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuleViolation> {
+        let item = self.item_mut(item_id)?;
+        let changed = match item.state {
+            ItemState::Pending => {
+                item.state = ItemState::Rented;
+                true
+            }
+            ItemState::Rented => false,
+            state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
+        };
+        self.refresh(now);
+        Ok(changed)
+    }
+
+    /// Saga compensation: the book could not be reserved, so the PENDING item is CANCELED
+    /// with `reason`. Returns whether anything changed.
+    pub fn cancel_rent(
+        &mut self,
+        item_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuleViolation> {
+        let item = self.item_mut(item_id)?;
+        let changed = match item.state {
+            ItemState::Pending => {
+                item.state = ItemState::Canceled;
+                item.cancel_reason = Some(reason.to_owned());
+                true
+            }
+            ItemState::Canceled => false,
+            state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
+        };
+        self.refresh(now);
+        Ok(changed)
     }
 
     /// Operator action: the book is due yesterday (unless it was due even earlier), so it is
@@ -246,16 +307,19 @@ mod tests {
         RentalCard::new(Uuid::now_v7())
     }
 
+    /// Rents a book and confirms it, as the saga does once the book service reserved it.
     fn rent(card: &mut RentalCard, now: DateTime<Utc>) -> Uuid {
         let book = Uuid::now_v7();
-        card.rent(book, "A book".into(), now).expect("rent");
+        let item_id = card.rent(book, "A book".into(), now).expect("rent").item_id;
+        card.confirm_rent(item_id, now).expect("confirm");
         book
     }
 
     #[test]
     fn rented_items_are_pending_and_due_in_fourteen_days() {
         let mut card = card();
-        let book = rent(&mut card, t0());
+        let book = Uuid::now_v7();
+        card.rent(book, "A book".into(), t0()).expect("rent");
         let item = &card.items[0];
         assert_eq!(item.book_id, book);
         assert_eq!(item.state, ItemState::Pending);
@@ -356,6 +420,54 @@ mod tests {
             card.clear_overdue(10, t0()),
             Err(RuleViolation::NothingToClear)
         );
+    }
+
+    #[test]
+    fn a_pending_rental_cannot_be_returned_until_confirmed() {
+        let mut card = card();
+        let book = Uuid::now_v7();
+        let item_id = card
+            .rent(book, "A book".into(), t0())
+            .expect("rent")
+            .item_id;
+        assert_eq!(
+            card.return_book(book, t0()),
+            Err(RuleViolation::RentPending(book))
+        );
+        assert_eq!(card.confirm_rent(item_id, t0()), Ok(true));
+        assert_eq!(
+            card.confirm_rent(item_id, t0()),
+            Ok(false),
+            "redelivery changes nothing"
+        );
+        assert_eq!(card.return_book(book, t0()), Ok(0));
+    }
+
+    #[test]
+    fn a_rejected_reservation_cancels_the_item_and_frees_its_slot() {
+        let mut card = card();
+        let book = Uuid::now_v7();
+        let item_id = card
+            .rent(book, "A book".into(), t0())
+            .expect("rent")
+            .item_id;
+        assert_eq!(
+            card.cancel_rent(item_id, "book is not available", t0()),
+            Ok(true)
+        );
+        assert_eq!(card.cancel_rent(item_id, "again", t0()), Ok(false));
+        assert_eq!(card.items[0].state, ItemState::Canceled);
+        assert_eq!(
+            card.items[0].cancel_reason.as_deref(),
+            Some("book is not available")
+        );
+        assert_eq!(card.held_items().count(), 0);
+        assert!(matches!(
+            card.confirm_rent(item_id, t0()),
+            Err(RuleViolation::UnexpectedItemState { .. })
+        ));
+        // The same book can be asked for again.
+        assert!(card.rent(book, "A book".into(), t0()).is_ok());
     }
 
     #[test]

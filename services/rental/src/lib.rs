@@ -5,12 +5,16 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod store;
 pub mod upstream;
 
 use std::future::Future;
 
 use bookmesh::proto::rental::v1::rental_service_server::RentalServiceServer;
+use std::sync::Arc;
+
+use bookmesh::events::consumer::ConsumerConfig;
 use bookmesh::server::ServeError;
 use tokio::net::TcpListener;
 
@@ -41,20 +45,36 @@ pub async fn serve_until(
         config.book_upstream().map_err(invalid)?,
     )?;
     let max_message_bytes = config.server.max_message_bytes;
+    let book_endpoints = config.book_endpoints.clone();
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
         &config.server,
         &config.database_url(),
         listener,
         shutdown,
-        |db, _readiness| {
-            Ok(bookmesh::server::App::service(
-                RentalServiceServer::new(api::RentalApi::new(
-                    store::RentalStore::new(db),
-                    upstreams,
-                ))
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
+        |db, readiness| {
+            let (relay, feed, relay_task) =
+                bookmesh::events::start_producer("rental", db.clone(), readiness);
+            let consumer = bookmesh::events::start_feed_consumer(
+                db.clone(),
+                ConsumerConfig::new("rental", "book"),
+                book_endpoints,
+                Arc::new(events::BookEvents {
+                    relay: relay.clone(),
+                }),
+                readiness,
+            )?;
+            let service = RentalServiceServer::new(api::RentalApi::new(
+                store::RentalStore::new(db),
+                upstreams,
+                relay,
             ))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+            Ok(bookmesh::server::App {
+                service,
+                feed: Some(feed),
+                tasks: vec![relay_task, consumer],
+            })
         },
     )
     .await

@@ -10,7 +10,11 @@ use bookmesh::proto::rental::v1::{
     ClearOverdueRequest, GetRentalCardRequest, ItemState, MarkOverdueRequest, RentBookRequest,
     RentalCard, RentalStatus, ReturnBookRequest,
 };
-use bookmesh::testing::{RunningServer, TestDatabase, violated_fields};
+use std::time::Duration;
+
+use bookmesh::proto::book::v1::{BookStatus, GetBookRequest};
+use bookmesh::proto::member::v1::GetMemberRequest;
+use bookmesh::testing::{RunningServer, TestDatabase, bind, eventually, url_of, violated_fields};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -25,34 +29,43 @@ struct Mesh {
     _dbs: Vec<TestDatabase>,
 }
 
+/// Member, book and rental services, each on its own fresh database, wired as in production:
+/// rental calls member and book; book and member consume rental's events, rental consumes
+/// book's. Listeners are bound first so every service knows the others' addresses.
 async fn start_mesh() -> Mesh {
     let member_db = TestDatabase::fresh().await;
     let book_db = TestDatabase::fresh().await;
     let rental_db = TestDatabase::fresh().await;
-    let member_config = member_service::Config::for_database(&member_db.url);
-    let member_server = RunningServer::start(|listener, shutdown| {
+    let (member_listener, book_listener, rental_listener) =
+        (bind().await, bind().await, bind().await);
+    let (member_url, book_url, rental_url) = (
+        url_of(&member_listener),
+        url_of(&book_listener),
+        url_of(&rental_listener),
+    );
+    let member_config = member_service::Config::for_tests(&member_db.url, &rental_url);
+    let member_server = RunningServer::start_on(member_listener, |listener, shutdown| {
         member_service::serve_until(member_config, listener, shutdown)
     })
     .await;
-    let book_config = book_service::Config::for_database(&book_db.url);
-    let book_server = RunningServer::start(|listener, shutdown| {
+    let book_config = book_service::Config::for_tests(&book_db.url, &rental_url);
+    let book_server = RunningServer::start_on(book_listener, |listener, shutdown| {
         book_service::serve_until(book_config, listener, shutdown)
     })
     .await;
-    let rental_config =
-        rental_service::Config::for_tests(&rental_db.url, member_server.url(), book_server.url());
-    let rental_server = RunningServer::start(|listener, shutdown| {
+    let rental_config = rental_service::Config::for_tests(&rental_db.url, &member_url, &book_url);
+    let rental_server = RunningServer::start_on(rental_listener, |listener, shutdown| {
         rental_service::serve_until(rental_config, listener, shutdown)
     })
     .await;
     Mesh {
-        rental: RentalServiceClient::connect(rental_server.url())
+        rental: RentalServiceClient::connect(rental_url)
             .await
             .expect("connect rental"),
-        members: MemberServiceClient::connect(member_server.url())
+        members: MemberServiceClient::connect(member_url)
             .await
             .expect("connect member"),
-        books: BookServiceClient::connect(book_server.url())
+        books: BookServiceClient::connect(book_url)
             .await
             .expect("connect book"),
         book_db,
@@ -107,6 +120,104 @@ impl Mesh {
             .map(|r| r.into_inner().rental_card.expect("card"))
     }
 
+    /// Waits until the saga settled the item for `book_id` in `state`.
+    async fn wait_for_item(&self, member_id: &str, book_id: &str, state: ItemState) -> RentalCard {
+        let rental = self.rental.clone();
+        eventually(
+            &format!("{book_id} {state:?}"),
+            Duration::from_secs(20),
+            || {
+                let mut rental = rental.clone();
+                async move {
+                    let card = rental
+                        .get_rental_card(GetRentalCardRequest {
+                            member_id: member_id.into(),
+                        })
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .rental_card?;
+                    let found = card
+                        .rented_items
+                        .iter()
+                        .chain(&card.returned_items)
+                        .chain(&card.canceled_items)
+                        .any(|item| item.book_id == book_id && item.state() == state);
+                    found.then_some(card)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the item for `book_id` left PENDING (RENTED or CANCELED).
+    async fn wait_for_item_settled(&self, member_id: &str, book_id: &str) -> RentalCard {
+        let rental = self.rental.clone();
+        eventually("item settled", Duration::from_secs(20), || {
+            let mut rental = rental.clone();
+            async move {
+                let card = rental
+                    .get_rental_card(GetRentalCardRequest {
+                        member_id: member_id.into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .rental_card?;
+                let settled = card
+                    .rented_items
+                    .iter()
+                    .chain(&card.canceled_items)
+                    .any(|item| {
+                        item.book_id == book_id
+                            && matches!(item.state(), ItemState::Rented | ItemState::Canceled)
+                    });
+                settled.then_some(card)
+            }
+        })
+        .await
+    }
+
+    /// Waits until the member has `points`.
+    async fn wait_for_points(&self, member_id: &str, points: i64) {
+        let members = self.members.clone();
+        eventually(&format!("{points} points"), Duration::from_secs(20), || {
+            let mut members = members.clone();
+            async move {
+                let member = members
+                    .get_member(GetMemberRequest {
+                        member_id: member_id.into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .member?;
+                (member.points == points).then_some(())
+            }
+        })
+        .await
+    }
+
+    /// Waits until the book has `status`.
+    async fn wait_for_book(&self, book_id: &str, status: BookStatus) {
+        let books = self.books.clone();
+        eventually(&format!("book {status:?}"), Duration::from_secs(20), || {
+            let mut books = books.clone();
+            async move {
+                let book = books
+                    .get_book(GetBookRequest {
+                        book_id: book_id.into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .book?;
+                (book.status() == status).then_some(())
+            }
+        })
+        .await
+    }
+
     async fn card(&mut self, member_id: &str) -> Result<RentalCard, Status> {
         self.rental
             .get_rental_card(GetRentalCardRequest {
@@ -152,7 +263,62 @@ async fn renting_puts_a_pending_item_on_a_new_card() {
     let rented = item.rented_at.expect("rented_at").seconds;
     let due = item.due_at.expect("due_at").seconds;
     assert_eq!(due - rented, 14 * 24 * 3600);
-    assert_eq!(mesh.card(&member).await.expect("card"), card);
+
+    // The saga: the book service reserves the book, the item becomes RENTED, the member
+    // earns 10 points.
+    mesh.wait_for_item(&member, &book, ItemState::Rented).await;
+    mesh.wait_for_book(&book, BookStatus::Unavailable).await;
+    mesh.wait_for_points(&member, 10).await;
+}
+
+#[tokio::test]
+async fn two_members_racing_for_one_book_end_with_one_rental_and_one_compensated() {
+    let mut mesh = start_mesh().await;
+    for _round in 0..3 {
+        let (first, second) = (mesh.member().await, mesh.member().await);
+        let book = mesh.book("Contested").await;
+        let (mut client_a, mut client_b) = (mesh.rental.clone(), mesh.rental.clone());
+        let (a, b) = tokio::join!(
+            client_a.rent_book(RentBookRequest {
+                member_id: first.clone(),
+                book_id: book.clone(),
+            }),
+            client_b.rent_book(RentBookRequest {
+                member_id: second.clone(),
+                book_id: book.clone(),
+            }),
+        );
+        // Both passed the availability check; the saga decides who gets the copy.
+        let accepted: Vec<&str> = [(&a, &first), (&b, &second)]
+            .into_iter()
+            .filter(|(result, _)| result.is_ok())
+            .map(|(_, member)| member.as_str())
+            .collect();
+        let mut rented = 0;
+        for member in &accepted {
+            let card = mesh.wait_for_item_settled(member, &book).await;
+            let item = card
+                .rented_items
+                .iter()
+                .chain(&card.canceled_items)
+                .find(|item| item.book_id == book)
+                .expect("item on the card");
+            match item.state() {
+                ItemState::Rented => {
+                    rented += 1;
+                    mesh.wait_for_points(member, 10).await;
+                }
+                ItemState::Canceled => {
+                    assert_eq!(item.cancel_reason, "book is not available");
+                    // Awarded on ItemRented, taken back on RentCanceled.
+                    mesh.wait_for_points(member, 0).await;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(rented, 1, "exactly one member gets the copy");
+        mesh.wait_for_book(&book, BookStatus::Unavailable).await;
+    }
 }
 
 #[tokio::test]
@@ -266,6 +432,8 @@ async fn overdue_late_fee_and_clearing() {
     let late_book = mesh.book("Late").await;
     let other_book = mesh.book("Other").await;
     mesh.rent(&member, &late_book).await.expect("rent");
+    mesh.wait_for_item(&member, &late_book, ItemState::Rented)
+        .await;
 
     let card = mesh
         .rental
@@ -315,6 +483,10 @@ async fn overdue_late_fee_and_clearing() {
     assert_eq!(card.returned_items[0].state(), ItemState::Returned);
     assert_eq!(card.returned_items[0].late_fee, 10);
     assert!(card.returned_items[0].returned_at.is_some());
+    // ItemReturned: the copy is back on the shelf and the member earned points for the rental
+    // and for the return.
+    mesh.wait_for_book(&late_book, BookStatus::Available).await;
+    mesh.wait_for_points(&member, 20).await;
 
     let wrong = mesh
         .rental
@@ -359,6 +531,7 @@ async fn returning_a_book_not_on_the_card_is_not_found() {
         .expect_err("no card");
     assert_eq!(no_card.code(), Code::NotFound);
     mesh.rent(&member, &book).await.expect("rent");
+    mesh.wait_for_item(&member, &book, ItemState::Rented).await;
     let request = ReturnBookRequest {
         member_id: member.clone(),
         book_id: book.clone(),

@@ -166,6 +166,10 @@ fn start(
             format!("http://{}:{}", args.host, SERVICES[1].port),
         )
         .env(
+            "BOOKMESH_RENTAL_ENDPOINTS",
+            format!("http://{}:{}", args.host, SERVICES[2].port),
+        )
+        .env(
             "BOOKMESH_BOOK_ENDPOINTS",
             format!("http://{}:{}", args.host, SERVICES[0].port),
         )

@@ -10,7 +10,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateBooks)]
+        vec![
+            Box::new(CreateBooks),
+            Box::new(bookmesh::events::tables::CreateEventTables),
+        ]
     }
 }
 

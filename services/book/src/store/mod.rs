@@ -3,9 +3,10 @@
 pub mod entity;
 pub mod migration;
 
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use crate::domain::{
@@ -65,10 +66,7 @@ impl BookStore {
     /// operators and tests call it.
     pub async fn set_status(&self, id: BookId, status: BookStatus) -> Result<(), BookError> {
         let result = entity::Entity::update_many()
-            .col_expr(
-                entity::Column::Status,
-                sea_orm::sea_query::Expr::value(status_text(status)),
-            )
+            .col_expr(entity::Column::Status, Expr::value(status_text(status)))
             .filter(entity::Column::Id.eq(id.to_string()))
             .exec(&self.db)
             .await?;
@@ -92,6 +90,47 @@ impl BookStore {
             .collect::<Result<_, _>>()?;
         Ok((books, next_page_token))
     }
+}
+
+/// Outcome of trying to reserve a copy for a rental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved,
+    NotAvailable,
+    NotFound,
+}
+
+/// Reserves the copy inside the caller's transaction: AVAILABLE becomes UNAVAILABLE in one
+/// conditional UPDATE, so two rentals racing for one copy cannot both get it.
+pub async fn reserve(db: &impl ConnectionTrait, id: &str) -> Result<Reservation, BookError> {
+    let updated = entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(UNAVAILABLE))
+        .filter(entity::Column::Id.eq(id))
+        .filter(entity::Column::Status.eq(AVAILABLE))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 1 {
+        return Ok(Reservation::Reserved);
+    }
+    let exists = entity::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .is_some();
+    Ok(if exists {
+        Reservation::NotAvailable
+    } else {
+        Reservation::NotFound
+    })
+}
+
+/// Puts a returned copy back on the shelf (AVAILABLE), inside the caller's transaction.
+pub async fn release(db: &impl ConnectionTrait, id: &str) -> Result<(), BookError> {
+    entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(AVAILABLE))
+        .filter(entity::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Rows were validated on the way in; a row that no longer parses is corruption, reported as

@@ -10,7 +10,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateMembers)]
+        vec![
+            Box::new(CreateMembers),
+            Box::new(bookmesh::events::tables::CreateEventTables),
+        ]
     }
 }
 

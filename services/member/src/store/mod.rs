@@ -67,6 +67,27 @@ impl MemberStore {
     }
 }
 
+/// Adds `delta` points (negative to take them back) inside the caller's transaction, in one
+/// UPDATE so concurrent changes add up. `false` if the member does not exist.
+pub async fn add_points(
+    db: &impl sea_orm::ConnectionTrait,
+    member_id: &str,
+    delta: i64,
+) -> Result<bool, MemberError> {
+    let updated = entity::Entity::update_many()
+        .col_expr(
+            entity::Column::Points,
+            sea_orm::sea_query::ExprTrait::add(
+                sea_orm::sea_query::Expr::col(entity::Column::Points),
+                delta,
+            ),
+        )
+        .filter(entity::Column::Id.eq(member_id))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
 /// Rows were validated on the way in; a row that no longer parses is corruption, reported as
 /// an error rather than a panic.
 fn into_domain(row: entity::Model) -> Result<Member, MemberError> {

@@ -40,6 +40,7 @@ pub mod item {
         pub state: String,
         pub returned_at: Option<DateTimeUtc>,
         pub late_fee: i64,
+        pub cancel_reason: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,7 +10,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateRentalCards)]
+        vec![
+            Box::new(CreateRentalCards),
+            Box::new(bookmesh::events::tables::CreateEventTables),
+            Box::new(AddCancelReason),
+        ]
     }
 }
 
@@ -36,6 +40,7 @@ enum RentalItems {
     State,
     ReturnedAt,
     LateFee,
+    CancelReason,
 }
 
 struct CreateRentalCards;
@@ -107,6 +112,45 @@ impl MigrationTrait for CreateRentalCards {
             .await?;
         manager
             .drop_table(Table::drop().table(RentalCards::Table).to_owned())
+            .await
+    }
+}
+
+struct AddCancelReason;
+
+impl MigrationName for AddCancelReason {
+    fn name(&self) -> &str {
+        "m0002_add_cancel_reason"
+    }
+}
+
+// The trait's signature elides the SchemaManager lifetime; matching it exactly is required.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for AddCancelReason {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RentalItems::Table)
+                    .add_column(
+                        ColumnDef::new(RentalItems::CancelReason)
+                            .string_len(300)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RentalItems::Table)
+                    .drop_column(RentalItems::CancelReason)
+                    .to_owned(),
+            )
             .await
     }
 }

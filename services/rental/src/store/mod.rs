@@ -16,6 +16,8 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use bookmesh::events::{NewEvent, outbox};
+
 use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, RuleViolation};
 use crate::error::RentalError;
 use entity::{card, item};
@@ -52,14 +54,15 @@ impl RentalStore {
         Ok(load(&self.db, member_id).await?.map(|loaded| loaded.card))
     }
 
-    /// Applies `change` to the member's card and saves the result atomically. With
-    /// `create_if_missing`, a member without a card starts with an empty one. A rule violation
-    /// saves nothing.
+    /// Applies `change` to the member's card and saves the result atomically, together with
+    /// the events `emit` derives from it (transactional outbox). With `create_if_missing`, a
+    /// member without a card starts with an empty one. A rule violation saves nothing.
     pub async fn update<T>(
         &self,
         member_id: Uuid,
         create_if_missing: bool,
         change: impl Fn(&mut RentalCard) -> Result<T, RuleViolation>,
+        emit: impl Fn(&RentalCard, &T) -> Vec<NewEvent>,
     ) -> Result<(RentalCard, T), RentalError> {
         let _writer = match &self.sqlite_writer {
             Some(lock) => Some(lock.lock().await),
@@ -78,7 +81,12 @@ impl RentalStore {
             };
             let mut card = loaded.card.clone();
             let outcome = change(&mut card)?;
-            match save(&txn, &loaded, &card).await {
+            let events = emit(&card, &outcome);
+            let saved = match save(&txn, &loaded, &card).await {
+                Ok(()) => outbox::append(&txn, events).await.map_err(SaveError::from),
+                Err(error) => Err(error),
+            };
+            match saved {
                 Ok(()) => {}
                 Err(SaveError::Conflict) => {
                     tracing::debug!(%member_id, attempt, "card changed concurrently; retrying");
@@ -108,6 +116,29 @@ async fn contention_backoff(attempt: usize) {
         ..bound_ms * 1000,
     )))
     .await;
+}
+
+/// Applies `change` to an existing card inside the caller's transaction (an event consumer's),
+/// with the events `emit` derives from it. A concurrent change makes it fail; the consumer
+/// retries the whole event.
+pub async fn update_in<T>(
+    txn: &impl ConnectionTrait,
+    member_id: Uuid,
+    change: impl FnOnce(&mut RentalCard) -> Result<T, RuleViolation>,
+    emit: impl FnOnce(&RentalCard, &T) -> Vec<NewEvent>,
+) -> Result<(RentalCard, T), RentalError> {
+    let loaded = load(txn, member_id)
+        .await?
+        .ok_or(RentalError::CardNotFound(member_id))?;
+    let mut card = loaded.card.clone();
+    let outcome = change(&mut card)?;
+    match save(txn, &loaded, &card).await {
+        Ok(()) => {}
+        Err(SaveError::Conflict) => return Err(RentalError::Contended),
+        Err(SaveError::Database(error)) => return Err(error.into()),
+    }
+    outbox::append(txn, emit(&card, &outcome)).await?;
+    Ok((card, outcome))
 }
 
 enum SaveError {
@@ -270,6 +301,7 @@ fn item_active_model(member_id: &str, item: &RentalItem) -> item::ActiveModel {
         state: Set(state_text(item.state).to_owned()),
         returned_at: Set(item.returned_at),
         late_fee: Set(item.late_fee),
+        cancel_reason: Set(item.cancel_reason.clone()),
     }
 }
 
@@ -293,5 +325,6 @@ fn item_into_domain(row: item::Model) -> Result<RentalItem, DbErr> {
         overdue: row.overdue,
         returned_at: row.returned_at,
         late_fee: row.late_fee,
+        cancel_reason: row.cancel_reason,
     })
 }
