@@ -294,3 +294,115 @@ pub async fn run_feed_consumer(processor: Processor, upstream: Upstream, readine
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use sea_orm::{Database, PaginatorTrait};
+    use sea_orm_migration::MigratorTrait;
+
+    use super::*;
+
+    struct EventTables;
+
+    impl sea_orm_migration::MigratorTrait for EventTables {
+        fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+            vec![Box::new(super::super::tables::CreateEventTables)]
+        }
+    }
+
+    async fn db() -> DatabaseConnection {
+        let db = Database::connect("sqlite::memory:").await.expect("sqlite");
+        EventTables::up(&db, None).await.expect("migrate");
+        db
+    }
+
+    /// Counts applications; fails the first `failures` times.
+    struct Counting {
+        applied: AtomicU32,
+        failures: AtomicU32,
+    }
+
+    impl EventHandler for Counting {
+        fn handle<'a>(
+            &'a self,
+            _txn: &'a DatabaseTransaction,
+            _event: &'a Event,
+        ) -> BoxFuture<'a, Result<(), HandlerError>> {
+            Box::pin(async move {
+                if self.failures.load(Ordering::SeqCst) > 0 {
+                    self.failures.fetch_sub(1, Ordering::SeqCst);
+                    return Err(HandlerError::Rejected("not yet".into()));
+                }
+                self.applied.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+
+    fn event(sequence: i64) -> Event {
+        Event {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event_type: "test.Event".into(),
+            sequence,
+            ..Event::default()
+        }
+    }
+
+    fn processor(db: &DatabaseConnection, failures: u32) -> (Processor, Arc<Counting>) {
+        let handler = Arc::new(Counting {
+            applied: AtomicU32::new(0),
+            failures: AtomicU32::new(failures),
+        });
+        let mut config = ConsumerConfig::new("test", "producer");
+        config.max_attempts = 3;
+        config.initial_backoff = Duration::from_millis(1);
+        (Processor::new(db.clone(), config, handler.clone()), handler)
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_event_changes_nothing() {
+        let db = db().await;
+        let (processor, handler) = processor(&db, 0);
+        let first = event(1);
+        assert_eq!(processor.process(&first).await, Ok(Handled::Applied));
+        assert_eq!(processor.process(&first).await, Ok(Handled::Duplicate));
+        assert_eq!(handler.applied.load(Ordering::SeqCst), 1);
+        assert_eq!(processor.position().await, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn the_cursor_never_moves_back() {
+        let db = db().await;
+        let (processor, _) = processor(&db, 0);
+        processor.process(&event(5)).await.expect("apply");
+        processor.process(&event(3)).await.expect("apply");
+        assert_eq!(processor.position().await, Ok(5));
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_then_applied_once() {
+        let db = db().await;
+        let (processor, handler) = processor(&db, 2);
+        assert_eq!(processor.process(&event(1)).await, Ok(Handled::Applied));
+        assert_eq!(handler.applied.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_that_keeps_failing_is_dead_lettered_and_the_stream_goes_on() {
+        let db = db().await;
+        let (processor, handler) = processor(&db, 100);
+        let poison = event(7);
+        assert_eq!(processor.process(&poison).await, Ok(Handled::DeadLettered));
+        assert_eq!(handler.applied.load(Ordering::SeqCst), 0);
+        assert_eq!(processor.position().await, Ok(7));
+        let letters = dead_letter::Entity::find().all(&db).await.expect("dead letters");
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].event_id, poison.event_id);
+        assert_eq!(letters[0].attempts, 3);
+        assert!(letters[0].error.contains("not yet"));
+        // Not in the inbox: a redrive may still apply it.
+        assert_eq!(inbox::Entity::find().count(&db).await, Ok(0));
+    }
+}

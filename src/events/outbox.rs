@@ -135,3 +135,56 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{Database, TransactionTrait};
+    use sea_orm_migration::MigratorTrait;
+
+    use super::*;
+
+    struct EventTables;
+
+    impl sea_orm_migration::MigratorTrait for EventTables {
+        fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+            vec![Box::new(super::super::tables::CreateEventTables)]
+        }
+    }
+
+    fn new_event(aggregate: &str) -> NewEvent {
+        NewEvent {
+            event_type: "test.Event",
+            aggregate_id: aggregate.into(),
+            payload: vec![1, 2, 3],
+        }
+    }
+
+    #[tokio::test]
+    async fn only_committed_events_are_published_in_order_without_gaps() {
+        let db = Database::connect("sqlite::memory:").await.expect("sqlite");
+        EventTables::up(&db, None).await.expect("migrate");
+        let relay = Relay::new(db.clone());
+
+        let committed = db.begin().await.expect("begin");
+        append(&committed, vec![new_event("a"), new_event("b")]).await.expect("append");
+        committed.commit().await.expect("commit");
+        let rolled_back = db.begin().await.expect("begin");
+        append(&rolled_back, vec![new_event("ghost")]).await.expect("append");
+        rolled_back.rollback().await.expect("rollback");
+        append(&db, vec![new_event("c")]).await.expect("append");
+
+        assert_eq!(relay.publish_pending().await, Ok(3));
+        assert_eq!(relay.publish_pending().await, Ok(0), "published once");
+        assert_eq!(*relay.published().borrow(), 3);
+        let rows = outbox::Entity::find()
+            .order_by_asc(outbox::Column::FeedSequence)
+            .all(&db)
+            .await
+            .expect("rows");
+        let published: Vec<(Option<i64>, &str)> = rows
+            .iter()
+            .map(|row| (row.feed_sequence, row.aggregate_id.as_str()))
+            .collect();
+        assert_eq!(published, [(Some(1), "a"), (Some(2), "b"), (Some(3), "c")]);
+    }
+}
