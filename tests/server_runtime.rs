@@ -69,6 +69,8 @@ async fn reflection_v1alpha_lists_only_what_the_server_serves() {
     assert_eq!(
         names,
         [
+            // Its event feed, beside its API: the member service publishes events.
+            "bookmesh.events.v1.EventFeedService",
             "bookmesh.member.v1.MemberService",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",

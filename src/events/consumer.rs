@@ -397,7 +397,10 @@ mod tests {
         assert_eq!(processor.process(&poison).await, Ok(Handled::DeadLettered));
         assert_eq!(handler.applied.load(Ordering::SeqCst), 0);
         assert_eq!(processor.position().await, Ok(7));
-        let letters = dead_letter::Entity::find().all(&db).await.expect("dead letters");
+        let letters = dead_letter::Entity::find()
+            .all(&db)
+            .await
+            .expect("dead letters");
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].event_id, poison.event_id);
         assert_eq!(letters[0].attempts, 3);

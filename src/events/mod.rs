@@ -38,6 +38,12 @@ event_payloads! {
     crate::proto::rental::v1::RentCanceled => "bookmesh.rental.v1.RentCanceled",
     crate::proto::rental::v1::RentConfirmed => "bookmesh.rental.v1.RentConfirmed",
     crate::proto::rental::v1::ItemReturned => "bookmesh.rental.v1.ItemReturned",
+    crate::proto::rental::v1::ReturnCanceled => "bookmesh.rental.v1.ReturnCanceled",
+    crate::proto::rental::v1::OverdueCleared => "bookmesh.rental.v1.OverdueCleared",
+    crate::proto::book::v1::BookReturned => "bookmesh.book.v1.BookReturned",
+    crate::proto::book::v1::BookReturnRejected => "bookmesh.book.v1.BookReturnRejected",
+    crate::proto::member::v1::PointsDeducted => "bookmesh.member.v1.PointsDeducted",
+    crate::proto::member::v1::PointsDeductionRejected => "bookmesh.member.v1.PointsDeductionRejected",
     crate::proto::book::v1::BookReserved => "bookmesh.book.v1.BookReserved",
     crate::proto::book::v1::BookReservationRejected => "bookmesh.book.v1.BookReservationRejected",
 }

@@ -166,10 +166,14 @@ mod tests {
         let relay = Relay::new(db.clone());
 
         let committed = db.begin().await.expect("begin");
-        append(&committed, vec![new_event("a"), new_event("b")]).await.expect("append");
+        append(&committed, vec![new_event("a"), new_event("b")])
+            .await
+            .expect("append");
         committed.commit().await.expect("commit");
         let rolled_back = db.begin().await.expect("begin");
-        append(&rolled_back, vec![new_event("ghost")]).await.expect("append");
+        append(&rolled_back, vec![new_event("ghost")])
+            .await
+            .expect("append");
         rolled_back.rollback().await.expect("rollback");
         append(&db, vec![new_event("c")]).await.expect("append");
 

@@ -46,19 +46,21 @@ pub async fn serve_until(
         listener,
         shutdown,
         |db, readiness| {
+            let (relay, feed, relay_task) =
+                bookmesh::events::start_producer("member", db.clone(), readiness);
             let consumer = bookmesh::events::start_feed_consumer(
                 db.clone(),
                 ConsumerConfig::new("member", "rental"),
                 rental_endpoints,
-                Arc::new(events::RentalEvents),
+                Arc::new(events::RentalEvents { relay }),
                 readiness,
             )?;
             Ok(bookmesh::server::App {
                 service: MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
                     .max_decoding_message_size(max_message_bytes)
                     .max_encoding_message_size(max_message_bytes),
-                feed: None,
-                tasks: vec![consumer],
+                feed: Some(feed),
+                tasks: vec![relay_task, consumer],
             })
         },
     )

@@ -207,9 +207,10 @@ impl pb::rental_service_server::RentalService for RentalApi {
                 member_id,
                 false,
                 |card| card.clear_overdue(request.points, bookmesh::db::now()),
-                |_, _| Vec::new(),
+                |_, _| vec![crate::events::overdue_cleared(member_id, request.points)],
             )
             .await?;
+        self.relay.wake();
         tracing::info!(%member_id, points = request.points, "late fee cleared");
         Ok(Response::new(ClearOverdueResponse {
             rental_card: Some(card_message(&card)),

@@ -189,8 +189,9 @@ impl RentalCard {
         Ok(&self.items[index])
     }
 
-    /// Takes a book off the card; a late return adds [`LATE_FEE_PER_DAY`] per day overdue.
-    /// Returns the late fee charged for this book.
+    /// Starts a return: the RENTED item becomes RETURN_PENDING until the book service confirms
+    /// the copy is back, and a late return adds [`LATE_FEE_PER_DAY`] per day overdue. Returns
+    /// the late fee charged for this book.
     pub fn return_book(&mut self, book_id: Uuid, now: DateTime<Utc>) -> Result<i64, RuleViolation> {
         self.refresh(now);
         let item = self.held_item_mut(book_id)?;
@@ -204,12 +205,61 @@ impl RentalCard {
         } else {
             0
         };
-        item.state = ItemState::Returned;
+        item.state = ItemState::ReturnPending;
         item.returned_at = Some(now);
         item.late_fee = fee;
         self.late_fee += fee;
         self.refresh(now);
         Ok(fee)
+    }
+
+    /// Saga step: the book service took the copy back; the return is complete. Returns whether
+    /// anything changed.
+    pub fn confirm_return(
+        &mut self,
+        item_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuleViolation> {
+        let item = self.item_mut(item_id)?;
+        let changed = match item.state {
+            ItemState::ReturnPending => {
+                item.state = ItemState::Returned;
+                true
+            }
+            ItemState::Returned => false,
+            state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
+        };
+        self.refresh(now);
+        Ok(changed)
+    }
+
+    /// Saga compensation: the book service rejected the return, so the item is RENTED again
+    /// and its late fee is removed. Returns whether anything changed.
+    pub fn cancel_return(
+        &mut self,
+        item_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RuleViolation> {
+        let item = self.item_mut(item_id)?;
+        let removed_fee = match item.state {
+            ItemState::ReturnPending => {
+                item.state = ItemState::Rented;
+                item.returned_at = None;
+                std::mem::take(&mut item.late_fee)
+            }
+            ItemState::Rented => return Ok(false),
+            state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
+        };
+        self.late_fee = (self.late_fee - removed_fee).max(0);
+        self.refresh(now);
+        Ok(true)
+    }
+
+    /// Saga compensation: the member could not pay the cleared late fee, so it is owed again
+    /// (and the card UNAVAILABLE).
+    pub fn restore_late_fee(&mut self, points: i64, now: DateTime<Utc>) {
+        self.late_fee += points.max(0);
+        self.refresh(now);
     }
 
     /// The item with `item_id`, whatever its state.
@@ -307,6 +357,23 @@ mod tests {
         RentalCard::new(Uuid::now_v7())
     }
 
+    /// Returns a book and confirms it, as the saga does once the book service took it back.
+    fn give_back(
+        card: &mut RentalCard,
+        book: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<i64, RuleViolation> {
+        let fee = card.return_book(book, now)?;
+        let item_id = card
+            .items
+            .iter()
+            .find(|item| item.book_id == book && item.state == ItemState::ReturnPending)
+            .expect("return pending")
+            .item_id;
+        card.confirm_return(item_id, now).expect("confirm return");
+        Ok(fee)
+    }
+
     /// Rents a book and confirms it, as the saga does once the book service reserved it.
     fn rent(card: &mut RentalCard, now: DateTime<Utc>) -> Uuid {
         let book = Uuid::now_v7();
@@ -338,7 +405,7 @@ mod tests {
         assert_eq!(card.items.len(), MAX_HELD_ITEMS);
         // Returning one frees a slot.
         let first = card.items[0].book_id;
-        card.return_book(first, t0()).expect("return");
+        give_back(&mut card, first, t0()).expect("return");
         assert!(card.rent(Uuid::now_v7(), "Sixth".into(), t0()).is_ok());
     }
 
@@ -356,14 +423,12 @@ mod tests {
     fn on_time_return_costs_nothing() {
         let mut card = card();
         let book = rent(&mut card, t0());
-        let fee = card
-            .return_book(book, t0() + Duration::days(14))
-            .expect("return");
+        let fee = give_back(&mut card, book, t0() + Duration::days(14)).expect("return");
         assert_eq!(fee, 0);
         assert_eq!(card.items[0].state, ItemState::Returned);
         assert_eq!(card.status, CardStatus::Available);
         assert_eq!(
-            card.return_book(book, t0()),
+            give_back(&mut card, book, t0()),
             Err(RuleViolation::NotOnCard(book))
         );
     }
@@ -380,7 +445,7 @@ mod tests {
             card.rent(Uuid::now_v7(), "More".into(), three_days_late),
             Err(RuleViolation::CardUnavailable)
         );
-        assert_eq!(card.return_book(book, three_days_late), Ok(30));
+        assert_eq!(give_back(&mut card, book, three_days_late), Ok(30));
         assert_eq!(card.late_fee, 30);
         // Still unavailable until the fee is paid.
         assert_eq!(card.status, CardStatus::Unavailable);
@@ -394,7 +459,7 @@ mod tests {
         card.mark_overdue(book, t0()).expect("idempotent");
         assert_eq!(card.items[0].due_at, t0() - Duration::days(1));
         assert_eq!(card.status, CardStatus::Unavailable);
-        assert_eq!(card.return_book(book, t0()), Ok(LATE_FEE_PER_DAY));
+        assert_eq!(give_back(&mut card, book, t0()), Ok(LATE_FEE_PER_DAY));
     }
 
     #[test]
@@ -403,12 +468,12 @@ mod tests {
         let late = rent(&mut card, t0());
         let other = rent(&mut card, t0());
         card.mark_overdue(late, t0()).expect("mark");
-        card.return_book(late, t0()).expect("return");
+        give_back(&mut card, late, t0()).expect("return");
         assert_eq!(
             card.clear_overdue(10, t0()),
             Err(RuleViolation::BooksOutstanding(1))
         );
-        card.return_book(other, t0()).expect("return");
+        give_back(&mut card, other, t0()).expect("return");
         assert_eq!(
             card.clear_overdue(5, t0()),
             Err(RuleViolation::WrongAmount { expected: 10 })
@@ -423,6 +488,39 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_return_puts_the_item_back_and_removes_its_fee() {
+        let mut card = card();
+        let book = rent(&mut card, t0());
+        card.mark_overdue(book, t0()).expect("mark");
+        assert_eq!(card.return_book(book, t0()), Ok(10));
+        assert_eq!(card.items[0].state, ItemState::ReturnPending);
+        assert_eq!(
+            card.clear_overdue(10, t0()),
+            Err(RuleViolation::BooksOutstanding(1)),
+            "a return in progress is not a return yet"
+        );
+        let item_id = card.items[0].item_id;
+        assert_eq!(card.cancel_return(item_id, t0()), Ok(true));
+        assert_eq!(card.cancel_return(item_id, t0()), Ok(false));
+        assert_eq!((card.items[0].state, card.late_fee), (ItemState::Rented, 0));
+        assert_eq!(card.items[0].returned_at, None);
+        // Still overdue, so still unavailable.
+        assert_eq!(card.status, CardStatus::Unavailable);
+    }
+
+    #[test]
+    fn an_unpaid_clearance_restores_the_fee() {
+        let mut card = card();
+        let book = rent(&mut card, t0());
+        card.mark_overdue(book, t0()).expect("mark");
+        give_back(&mut card, book, t0()).expect("return");
+        card.clear_overdue(10, t0()).expect("clear");
+        assert_eq!(card.status, CardStatus::Available);
+        card.restore_late_fee(10, t0());
+        assert_eq!((card.late_fee, card.status), (10, CardStatus::Unavailable));
+    }
+
+    #[test]
     fn a_pending_rental_cannot_be_returned_until_confirmed() {
         let mut card = card();
         let book = Uuid::now_v7();
@@ -431,7 +529,7 @@ mod tests {
             .expect("rent")
             .item_id;
         assert_eq!(
-            card.return_book(book, t0()),
+            give_back(&mut card, book, t0()),
             Err(RuleViolation::RentPending(book))
         );
         assert_eq!(card.confirm_rent(item_id, t0()), Ok(true));
@@ -440,7 +538,7 @@ mod tests {
             Ok(false),
             "redelivery changes nothing"
         );
-        assert_eq!(card.return_book(book, t0()), Ok(0));
+        assert_eq!(give_back(&mut card, book, t0()), Ok(0));
     }
 
     #[test]
@@ -475,7 +573,7 @@ mod tests {
         let mut card = card();
         let stranger = Uuid::now_v7();
         assert_eq!(
-            card.return_book(stranger, t0()),
+            give_back(&mut card, stranger, t0()),
             Err(RuleViolation::NotOnCard(stranger))
         );
         assert_eq!(

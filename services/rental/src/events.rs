@@ -8,8 +8,13 @@
 use bookmesh::events::consumer::{EventHandler, HandlerError};
 use bookmesh::events::outbox::Relay;
 use bookmesh::events::{Event, NewEvent, decode};
-use bookmesh::proto::book::v1::{BookReservationRejected, BookReserved};
-use bookmesh::proto::rental::v1::{ItemRented, ItemReturned, RentCanceled, RentConfirmed};
+use bookmesh::proto::book::v1::{
+    BookReservationRejected, BookReserved, BookReturnRejected, BookReturned,
+};
+use bookmesh::proto::member::v1::PointsDeductionRejected;
+use bookmesh::proto::rental::v1::{
+    ItemRented, ItemReturned, OverdueCleared, RentCanceled, RentConfirmed, ReturnCanceled,
+};
 use futures::future::BoxFuture;
 use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
@@ -35,7 +40,7 @@ pub fn item_returned(card: &RentalCard, book_id: Uuid, late_fee: i64) -> Vec<New
     card.items
         .iter()
         .rev()
-        .find(|item| item.book_id == book_id && item.state == ItemState::Returned)
+        .find(|item| item.book_id == book_id && item.state == ItemState::ReturnPending)
         .map(|item| {
             NewEvent::new(
                 card.member_id,
@@ -49,6 +54,16 @@ pub fn item_returned(card: &RentalCard, book_id: Uuid, late_fee: i64) -> Vec<New
         })
         .into_iter()
         .collect()
+}
+
+pub fn overdue_cleared(member_id: Uuid, points: i64) -> NewEvent {
+    NewEvent::new(
+        member_id,
+        &OverdueCleared {
+            member_id: member_id.to_string(),
+            points,
+        },
+    )
 }
 
 /// Handles the book service's events.
@@ -102,6 +117,39 @@ impl EventHandler for BookEvents {
                 )
                 .await
                 .map_err(rejected)?;
+            } else if let Some(returned) = decode::<BookReturned>(event)? {
+                let (member_id, item_id) = ids(&returned.member_id, &returned.item_id)?;
+                store::update_in(
+                    txn,
+                    member_id,
+                    |card| card.confirm_return(item_id, now),
+                    |_, _| Vec::new(),
+                )
+                .await
+                .map_err(rejected)?;
+            } else if let Some(rejection) = decode::<BookReturnRejected>(event)? {
+                let (member_id, item_id) = ids(&rejection.member_id, &rejection.item_id)?;
+                store::update_in(
+                    txn,
+                    member_id,
+                    |card| card.cancel_return(item_id, now),
+                    |_, changed| {
+                        if !changed {
+                            return Vec::new();
+                        }
+                        vec![NewEvent::new(
+                            member_id,
+                            &ReturnCanceled {
+                                member_id: member_id.to_string(),
+                                book_id: rejection.book_id.clone(),
+                                item_id: item_id.to_string(),
+                                reason: rejection.reason.clone(),
+                            },
+                        )]
+                    },
+                )
+                .await
+                .map_err(rejected)?;
             } else if let Some(rejection) = decode::<BookReservationRejected>(event)? {
                 let (member_id, item_id) = ids(&rejection.member_id, &rejection.item_id)?;
                 store::update_in(
@@ -132,5 +180,35 @@ impl EventHandler for BookEvents {
 
     fn committed(&self) {
         self.relay.wake();
+    }
+}
+
+/// Handles the member service's events: the clear-overdue saga's compensation.
+pub struct MemberEvents;
+
+impl EventHandler for MemberEvents {
+    fn handle<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            if let Some(rejection) = decode::<PointsDeductionRejected>(event)? {
+                let member_id = parse_uuid(&rejection.member_id)
+                    .map_err(|reason| HandlerError::Rejected(format!("member_id {reason}")))?;
+                store::update_in(
+                    txn,
+                    member_id,
+                    |card| {
+                        card.restore_late_fee(rejection.points, bookmesh::db::now());
+                        Ok(())
+                    },
+                    |_, _| Vec::new(),
+                )
+                .await
+                .map_err(rejected)?;
+            }
+            Ok(())
+        })
     }
 }

@@ -46,6 +46,7 @@ pub async fn serve_until(
     )?;
     let max_message_bytes = config.server.max_message_bytes;
     let book_endpoints = config.book_endpoints.clone();
+    let member_endpoints = config.member_endpoints.clone();
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
         &config.server,
         &config.database_url(),
@@ -63,6 +64,13 @@ pub async fn serve_until(
                 }),
                 readiness,
             )?;
+            let member_consumer = bookmesh::events::start_feed_consumer(
+                db.clone(),
+                ConsumerConfig::new("rental", "member"),
+                member_endpoints,
+                Arc::new(events::MemberEvents),
+                readiness,
+            )?;
             let service = RentalServiceServer::new(api::RentalApi::new(
                 store::RentalStore::new(db),
                 upstreams,
@@ -73,7 +81,7 @@ pub async fn serve_until(
             Ok(bookmesh::server::App {
                 service,
                 feed: Some(feed),
-                tasks: vec![relay_task, consumer],
+                tasks: vec![relay_task, consumer, member_consumer],
             })
         },
     )

@@ -24,6 +24,7 @@ struct Mesh {
     members: MemberServiceClient<Channel>,
     books: BookServiceClient<Channel>,
     book_db: TestDatabase,
+    rental_db: TestDatabase,
     member_server: Option<RunningServer>,
     _servers: Vec<RunningServer>,
     _dbs: Vec<TestDatabase>,
@@ -69,9 +70,10 @@ async fn start_mesh() -> Mesh {
             .await
             .expect("connect book"),
         book_db,
+        rental_db,
         member_server: Some(member_server),
         _servers: vec![book_server, rental_server],
-        _dbs: vec![member_db, rental_db],
+        _dbs: vec![member_db],
     }
 }
 
@@ -478,13 +480,16 @@ async fn overdue_late_fee_and_clearing() {
         .expect("card");
     assert_eq!(card.late_fee, 10);
     assert_eq!(card.status(), RentalStatus::Unavailable);
+    assert_eq!(card.rented_items[0].state(), ItemState::ReturnPending);
+
+    // The return saga: the book service takes the copy back, the item is RETURNED, the member
+    // earned points for the rental and for the return.
+    let card = mesh
+        .wait_for_item(&member, &late_book, ItemState::Returned)
+        .await;
     assert!(card.rented_items.is_empty());
-    assert_eq!(card.returned_items.len(), 1);
-    assert_eq!(card.returned_items[0].state(), ItemState::Returned);
     assert_eq!(card.returned_items[0].late_fee, 10);
     assert!(card.returned_items[0].returned_at.is_some());
-    // ItemReturned: the copy is back on the shelf and the member earned points for the rental
-    // and for the return.
     mesh.wait_for_book(&late_book, BookStatus::Available).await;
     mesh.wait_for_points(&member, 20).await;
 
@@ -511,9 +516,78 @@ async fn overdue_late_fee_and_clearing() {
         .rental_card
         .expect("card");
     assert_eq!((card.late_fee, card.status()), (0, RentalStatus::Available));
+    // The clear-overdue saga: the member service deducts the fee's points.
+    mesh.wait_for_points(&member, 10).await;
     mesh.rent(&member, &other_book)
         .await
         .expect("renting again");
+}
+
+#[tokio::test]
+async fn a_fee_the_member_cannot_pay_is_restored() {
+    use rental_service::store::entity::item;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let book = mesh.book("Very late").await;
+    mesh.rent(&member, &book).await.expect("rent");
+    mesh.wait_for_item(&member, &book, ItemState::Rented).await;
+    // Thirty days late: 300 points of fee, far more than the 20 the member will have.
+    let rental_db = bookmesh::db::connect_lazy(&mesh.rental_db.url)
+        .await
+        .expect("rental db");
+    item::Entity::update_many()
+        .col_expr(
+            item::Column::DueAt,
+            sea_orm::sea_query::Expr::value(bookmesh::db::now() - chrono::Duration::days(30)),
+        )
+        .filter(item::Column::BookId.eq(book.clone()))
+        .exec(&rental_db)
+        .await
+        .expect("backdate the loan");
+    mesh.rental
+        .return_book(ReturnBookRequest {
+            member_id: member.clone(),
+            book_id: book.clone(),
+        })
+        .await
+        .expect("return");
+    mesh.wait_for_item(&member, &book, ItemState::Returned)
+        .await;
+    mesh.wait_for_points(&member, 20).await;
+    let fee = mesh.card(&member).await.expect("card").late_fee;
+    assert_eq!(fee, 300);
+
+    let cleared = mesh
+        .rental
+        .clear_overdue(ClearOverdueRequest {
+            member_id: member.clone(),
+            points: fee,
+        })
+        .await
+        .expect("clear")
+        .into_inner()
+        .rental_card
+        .expect("card");
+    assert_eq!(cleared.status(), RentalStatus::Available);
+    // The member service rejects the deduction; the rental service restores the fee.
+    let rental = mesh.rental.clone();
+    eventually("fee restored", Duration::from_secs(20), || {
+        let mut rental = rental.clone();
+        let member_id = member.clone();
+        async move {
+            let card = rental
+                .get_rental_card(GetRentalCardRequest { member_id })
+                .await
+                .ok()?
+                .into_inner()
+                .rental_card?;
+            (card.late_fee == 300 && card.status() == RentalStatus::Unavailable).then_some(())
+        }
+    })
+    .await;
+    mesh.wait_for_points(&member, 20).await;
 }
 
 #[tokio::test]
@@ -540,6 +614,15 @@ async fn returning_a_book_not_on_the_card_is_not_found() {
         .return_book(request.clone())
         .await
         .expect("return");
+    // While the book service has not confirmed the return, a repeat is refused as in progress.
+    if let Err(status) = mesh.rental.return_book(request.clone()).await {
+        assert!(
+            matches!(status.code(), Code::FailedPrecondition | Code::NotFound),
+            "{status:?}"
+        );
+    }
+    mesh.wait_for_item(&member, &book, ItemState::Returned)
+        .await;
     let twice = mesh
         .rental
         .return_book(request)

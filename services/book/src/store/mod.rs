@@ -123,14 +123,27 @@ pub async fn reserve(db: &impl ConnectionTrait, id: &str) -> Result<Reservation,
     })
 }
 
-/// Puts a returned copy back on the shelf (AVAILABLE), inside the caller's transaction.
-pub async fn release(db: &impl ConnectionTrait, id: &str) -> Result<(), BookError> {
-    entity::Entity::update_many()
+/// Takes a rented copy back (UNAVAILABLE → AVAILABLE) inside the caller's transaction, in one
+/// conditional UPDATE. `NotAvailable` here means the copy was not rented out.
+pub async fn release(db: &impl ConnectionTrait, id: &str) -> Result<Reservation, BookError> {
+    let updated = entity::Entity::update_many()
         .col_expr(entity::Column::Status, Expr::value(AVAILABLE))
         .filter(entity::Column::Id.eq(id))
+        .filter(entity::Column::Status.eq(UNAVAILABLE))
         .exec(db)
         .await?;
-    Ok(())
+    if updated.rows_affected == 1 {
+        return Ok(Reservation::Reserved);
+    }
+    let exists = entity::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .is_some();
+    Ok(if exists {
+        Reservation::NotAvailable
+    } else {
+        Reservation::NotFound
+    })
 }
 
 /// Rows were validated on the way in; a row that no longer parses is corruption, reported as

@@ -88,6 +88,44 @@ pub async fn add_points(
     Ok(updated.rows_affected == 1)
 }
 
+/// Outcome of deducting points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deduction {
+    Deducted { balance: i64 },
+    TooFewPoints { balance: i64 },
+    NoSuchMember,
+}
+
+/// Deducts `points` if the member has that many, in one conditional UPDATE (concurrent
+/// deductions cannot overdraw), inside the caller's transaction.
+pub async fn deduct_points(
+    db: &impl sea_orm::ConnectionTrait,
+    member_id: &str,
+    points: i64,
+) -> Result<Deduction, MemberError> {
+    let updated = entity::Entity::update_many()
+        .col_expr(
+            entity::Column::Points,
+            sea_orm::sea_query::ExprTrait::sub(
+                sea_orm::sea_query::Expr::col(entity::Column::Points),
+                points,
+            ),
+        )
+        .filter(entity::Column::Id.eq(member_id))
+        .filter(entity::Column::Points.gte(points))
+        .exec(db)
+        .await?;
+    let balance = entity::Entity::find_by_id(member_id.to_owned())
+        .one(db)
+        .await?
+        .map(|row| row.points);
+    Ok(match (updated.rows_affected, balance) {
+        (_, None) => Deduction::NoSuchMember,
+        (1, Some(balance)) => Deduction::Deducted { balance },
+        (_, Some(balance)) => Deduction::TooFewPoints { balance },
+    })
+}
+
 /// Rows were validated on the way in; a row that no longer parses is corruption, reported as
 /// an error rather than a panic.
 fn into_domain(row: entity::Model) -> Result<Member, MemberError> {
