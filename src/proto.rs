@@ -6,6 +6,12 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/bookmesh_descriptor.bin"));
 
+pub mod bestbook {
+    pub mod v1 {
+        tonic::include_proto!("bookmesh.bestbook.v1");
+    }
+}
+
 pub mod book {
     pub mod v1 {
         tonic::include_proto!("bookmesh.book.v1");

@@ -40,7 +40,7 @@ check() { # check DESCRIPTION NEEDLE HAYSTACK
 }
 
 command -v grpcurl >/dev/null || fail "grpcurl not on PATH (make tools installs it)"
-for port in 50051 50052 50053; do
+for port in 50051 50052 50053 50054; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     fail "port $port is already in use: stop whatever runs there (an earlier make run?)"
   fi
@@ -56,7 +56,7 @@ until grep -q "bookmesh is up" "$log"; do
 done
 echo "ok - mesh up"
 
-for entry in 50051:bookmesh.book.v1.BookService 50052:bookmesh.member.v1.MemberService 50053:bookmesh.rental.v1.RentalService; do
+for entry in 50051:bookmesh.book.v1.BookService 50052:bookmesh.member.v1.MemberService 50053:bookmesh.rental.v1.RentalService 50054:bookmesh.bestbook.v1.BestBookService; do
   port=${entry%%:*}
   service=${entry#*:}
   check "list on :$port names $service" "$service" "$(grpcurl -plaintext "localhost:$port" list)"
@@ -102,6 +102,12 @@ until member=$(grpcurl -plaintext -d "{\"member_id\": \"$member_id\"}" localhost
   sleep 0.2
 done
 check "saga: the member earned 10 points" '"points": "10"' "$member"
+until best=$(grpcurl -plaintext -d '{"limit": 5}' localhost:50054 \
+  bookmesh.bestbook.v1.BestBookService/GetBestBooks 2>&1) && grep -q '"title": "Dune"' <<<"$best"; do
+  ((SECONDS < deadline)) || fail "the ranking never showed the rental: $best"
+  sleep 0.2
+done
+check "read model: the best-seller ranking shows the rental" '"title": "Dune"' "$best"
 
 kill -TERM "$launcher_pid"
 if ! wait "$launcher_pid"; then

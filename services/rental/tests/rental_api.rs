@@ -25,6 +25,7 @@ struct Mesh {
     books: BookServiceClient<Channel>,
     book_db: TestDatabase,
     rental_db: TestDatabase,
+    rental_url: String,
     member_server: Option<RunningServer>,
     _servers: Vec<RunningServer>,
     _dbs: Vec<TestDatabase>,
@@ -60,9 +61,10 @@ async fn start_mesh() -> Mesh {
     })
     .await;
     Mesh {
-        rental: RentalServiceClient::connect(rental_url)
+        rental: RentalServiceClient::connect(rental_url.clone())
             .await
             .expect("connect rental"),
+        rental_url,
         members: MemberServiceClient::connect(member_url)
             .await
             .expect("connect member"),
@@ -220,6 +222,18 @@ impl Mesh {
         .await
     }
 
+    /// A best-seller replica on its own fresh database, projecting the rental feed.
+    async fn start_bestbook(&mut self) -> RunningServer {
+        let db = TestDatabase::fresh().await;
+        let config = bestbook_service::Config::for_tests(&db.url, &self.rental_url);
+        let server = RunningServer::start(|listener, shutdown| {
+            bestbook_service::serve_until(config, listener, shutdown)
+        })
+        .await;
+        self._dbs.push(db);
+        server
+    }
+
     async fn card(&mut self, member_id: &str) -> Result<RentalCard, Status> {
         self.rental
             .get_rental_card(GetRentalCardRequest {
@@ -321,6 +335,63 @@ async fn two_members_racing_for_one_book_end_with_one_rental_and_one_compensated
         assert_eq!(rented, 1, "exactly one member gets the copy");
         mesh.wait_for_book(&book, BookStatus::Unavailable).await;
     }
+}
+
+#[tokio::test]
+async fn the_best_seller_ranking_counts_confirmed_rentals_and_rebuilds_from_the_feed() {
+    use bookmesh::proto::bestbook::v1::GetBestBooksRequest;
+    use bookmesh::proto::bestbook::v1::best_book_service_client::BestBookServiceClient;
+
+    let mut mesh = start_mesh().await;
+    let popular = mesh.book("Popular").await;
+    let other = mesh.book("Other").await;
+    // Popular: rented and returned twice; Other: once; a canceled rental must not count.
+    for _ in 0..2 {
+        let member = mesh.member().await;
+        mesh.rent(&member, &popular).await.expect("rent");
+        mesh.wait_for_item(&member, &popular, ItemState::Rented)
+            .await;
+        mesh.rental
+            .return_book(ReturnBookRequest {
+                member_id: member.clone(),
+                book_id: popular.clone(),
+            })
+            .await
+            .expect("return");
+        mesh.wait_for_item(&member, &popular, ItemState::Returned)
+            .await;
+        mesh.wait_for_book(&popular, BookStatus::Available).await;
+    }
+    let member = mesh.member().await;
+    mesh.rent(&member, &other).await.expect("rent");
+    mesh.wait_for_item(&member, &other, ItemState::Rented).await;
+
+    let ranking = |url: String| async move {
+        eventually("ranking", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move {
+                let mut client = BestBookServiceClient::connect(url).await.ok()?;
+                let books = client
+                    .get_best_books(GetBestBooksRequest { limit: 10 })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .books;
+                let ranking: Vec<(String, i64, i32)> = books
+                    .into_iter()
+                    .map(|b| (b.title, b.rentals, b.rank))
+                    .collect();
+                (ranking == [("Popular".into(), 2, 1), ("Other".into(), 1, 2)]).then_some(())
+            }
+        })
+        .await
+    };
+    let bestbook = mesh.start_bestbook().await;
+    ranking(bestbook.url()).await;
+
+    // A read model is disposable: a fresh replica on an empty database replays the feed.
+    let fresh = mesh.start_bestbook().await;
+    ranking(fresh.url()).await;
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ struct ServiceSpec {
     colour: &'static str,
 }
 
-const SERVICES: [ServiceSpec; 3] = [
+const SERVICES: [ServiceSpec; 4] = [
     ServiceSpec {
         name: "book",
         binary: "book-service",
@@ -75,6 +75,13 @@ const SERVICES: [ServiceSpec; 3] = [
         port: 50053,
         grpc_service: "bookmesh.rental.v1.RentalService",
         colour: "\x1b[33m",
+    },
+    ServiceSpec {
+        name: "bestbook",
+        binary: "bestbook-service",
+        port: 50054,
+        grpc_service: "bookmesh.bestbook.v1.BestBookService",
+        colour: "\x1b[32m",
     },
 ];
 
@@ -181,7 +188,7 @@ fn start(
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
-    let prefix = format!("{}{:>6} |{RESET} ", spec.colour, spec.name);
+    let prefix = format!("{}{:>8} |{RESET} ", spec.colour, spec.name);
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(forward_lines(stdout, prefix.clone()));
     }
@@ -278,7 +285,7 @@ fn print_banner(host: &str) {
     println!();
     for spec in &SERVICES {
         println!(
-            "  {:<7} {host}:{}  {}   (metrics: http://{host}:{}/metrics)",
+            "  {:<9} {host}:{}  {:<38} (metrics: http://{host}:{}/metrics)",
             spec.name,
             spec.port,
             spec.grpc_service,

@@ -1,0 +1,57 @@
+//! Configuration of the best-seller service, from flags and environment.
+
+use std::net::SocketAddr;
+
+use bookmesh::config::{DatabaseArgs, ServerArgs, mask_url_password};
+use clap::Parser;
+
+/// bestbook-service: the best-seller ranking, a read model of the rental events.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "BOOKMESH_LISTEN", default_value = "0.0.0.0:50054")]
+    pub listen: SocketAddr,
+
+    /// Rental service endpoints (comma-separated), whose event feed this service projects.
+    #[arg(
+        long,
+        env = "BOOKMESH_RENTAL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub rental_endpoints: Vec<String>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl Config {
+    /// Configuration for tests: the given database and rental feed, the rest at defaults.
+    pub fn for_tests(database_url: impl Into<String>, rental_endpoint: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            rental_endpoints: vec![rental_endpoint.into()],
+            database: DatabaseArgs::url(database_url),
+            server: ServerArgs::default(),
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database.effective_url("bestbook")
+    }
+
+    /// Logs the effective configuration with secrets masked.
+    pub fn log(&self) {
+        tracing::info!(
+            listen = %self.listen,
+            rental = ?self.rental_endpoints,
+            database = %mask_url_password(&self.database_url()),
+            server = ?self.server,
+            "bestbook-service configuration"
+        );
+    }
+}

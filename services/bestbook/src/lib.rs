@@ -1,0 +1,66 @@
+//! The best-seller service (CQRS read model): projects the rental service's events into its
+//! own ranking of confirmed rentals (`bookmesh.bestbook.v1.BestBookService`). The projection
+//! is disposable: an empty database replays the rental feed from the start.
+
+pub mod api;
+pub mod config;
+pub mod events;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bookmesh::events::consumer::ConsumerConfig;
+use bookmesh::proto::bestbook::v1::best_book_service_server::BestBookServiceServer;
+use bookmesh::server::ServeError;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Binds the configured address and serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    bookmesh::telemetry::init_logging(config.server.log_format);
+    config.log();
+    let listener = TcpListener::bind(config.listen).await?;
+    serve(config, listener).await
+}
+
+/// Serves on `listener` until SIGINT or SIGTERM.
+pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
+    serve_until(config, listener, bookmesh::server::shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve_until(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let max_message_bytes = config.server.max_message_bytes;
+    let rental_endpoints = config.rental_endpoints.clone();
+    bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
+        &config.server,
+        &config.database_url(),
+        listener,
+        shutdown,
+        |db, readiness| {
+            let consumer = bookmesh::events::start_feed_consumer(
+                db.clone(),
+                ConsumerConfig::new("bestbook", "rental"),
+                rental_endpoints,
+                Arc::new(events::RentalEvents),
+                readiness,
+            )?;
+            Ok(bookmesh::server::App {
+                service: BestBookServiceServer::new(api::BestBookApi::new(store::StatsStore::new(
+                    db,
+                )))
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+                feed: None,
+                tasks: vec![consumer],
+            })
+        },
+    )
+    .await
+}
