@@ -115,7 +115,7 @@ pub enum ServeError {
 pub async fn serve<S>(
     settings: &ServerArgs,
     service: S,
-    feed: Option<EventFeedServer>,
+    events: EventServices,
     listener: TcpListener,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -136,9 +136,15 @@ where
         .await;
     health_reporter.set_not_serving::<S>().await;
 
-    let feed_name = feed.as_ref().map(|_| EVENT_FEED_NAME);
-    let reflection_v1 = reflection_builder(S::NAME, feed_name).build_v1()?;
-    let reflection_v1alpha = reflection_builder(S::NAME, feed_name).build_v1alpha()?;
+    let mut extra_names = Vec::new();
+    if events.feed.is_some() {
+        extra_names.push(EVENT_FEED_NAME);
+    }
+    if events.dead_letters.is_some() {
+        extra_names.push(DEAD_LETTER_NAME);
+    }
+    let reflection_v1 = reflection_builder(S::NAME, &extra_names).build_v1()?;
+    let reflection_v1alpha = reflection_builder(S::NAME, &extra_names).build_v1alpha()?;
 
     // The health status follows readiness, which turns false for good once shutdown starts,
     // so balancers and probes route new calls elsewhere while we drain.
@@ -198,8 +204,14 @@ where
     let permits = Arc::new(tokio::sync::Semaphore::new(
         settings.max_concurrent_requests,
     ));
-    let feed = feed.map(|feed| ServiceGuard {
-        inner: feed,
+    let feed = events.feed.map(|inner| ServiceGuard {
+        inner,
+        readiness: readiness.clone(),
+        permits: permits.clone(),
+        request_timeout: settings.request_timeout,
+    });
+    let dead_letters = events.dead_letters.map(|inner| ServiceGuard {
+        inner,
         readiness: readiness.clone(),
         permits: permits.clone(),
         request_timeout: settings.request_timeout,
@@ -213,6 +225,7 @@ where
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_optional_service(feed)
+        .add_optional_service(dead_letters)
         .add_service(ServiceGuard {
             inner: service,
             readiness,
@@ -248,17 +261,32 @@ pub type EventFeedServer =
         crate::events::feed::EventFeed,
     >;
 
+/// The dead-letter service a consuming service serves beside its own API.
+pub type DeadLetterServer =
+    crate::proto::events::v1::dead_letter_service_server::DeadLetterServiceServer<
+        crate::events::dead_letters::DeadLetters,
+    >;
+
+/// The event services a service serves beside its API, if it produces or consumes events.
+#[derive(Default)]
+pub struct EventServices {
+    pub feed: Option<EventFeedServer>,
+    pub dead_letters: Option<DeadLetterServer>,
+}
+
 const EVENT_FEED_NAME: &str = "bookmesh.events.v1.EventFeedService";
+const DEAD_LETTER_NAME: &str = "bookmesh.events.v1.DeadLetterService";
 
 fn reflection_builder(
     service_name: &str,
-    feed_name: Option<&str>,
+    extra_names: &[&str],
 ) -> tonic_reflection::server::Builder<'static> {
-    let builder = match feed_name {
-        Some(feed) => tonic_reflection::server::Builder::configure().with_service_name(feed),
-        None => tonic_reflection::server::Builder::configure(),
-    };
-    builder
+    extra_names
+        .iter()
+        .fold(
+            tonic_reflection::server::Builder::configure(),
+            |builder, name| builder.with_service_name(*name),
+        )
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
@@ -387,8 +415,8 @@ where
 pub struct App<S> {
     /// The service's own gRPC API.
     pub service: S,
-    /// Its event feed, if it publishes events.
-    pub feed: Option<EventFeedServer>,
+    /// Its event feed (if it publishes events) and dead letters (if it consumes some).
+    pub events: EventServices,
     /// Background work (outbox relay, event consumers), stopped when the server stops.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -398,7 +426,7 @@ impl<S> App<S> {
     pub fn service(service: S) -> Self {
         Self {
             service,
-            feed: None,
+            events: EventServices::default(),
             tasks: Vec::new(),
         }
     }
@@ -432,7 +460,7 @@ where
     let served = serve(
         settings,
         app.service,
-        app.feed,
+        app.events,
         listener,
         readiness,
         shutdown,

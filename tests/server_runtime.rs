@@ -69,7 +69,8 @@ async fn reflection_v1alpha_lists_only_what_the_server_serves() {
     assert_eq!(
         names,
         [
-            // Its event feed, beside its API: the member service publishes events.
+            // Beside its API: the member service publishes events and consumes some.
+            "bookmesh.events.v1.DeadLetterService",
             "bookmesh.events.v1.EventFeedService",
             "bookmesh.member.v1.MemberService",
             "grpc.health.v1.Health",
@@ -259,4 +260,36 @@ async fn the_admin_port_serves_metrics_liveness_and_readiness() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.wait_stopped().await;
+}
+
+#[tokio::test]
+async fn consuming_services_serve_their_dead_letters() {
+    use bookmesh::proto::events::v1::dead_letter_service_client::DeadLetterServiceClient;
+    use bookmesh::proto::events::v1::{ListDeadLettersRequest, RedriveDeadLetterRequest};
+
+    let (server, _db) = member_server().await;
+    let mut client = DeadLetterServiceClient::new(connect(&server.url()).await.expect("connect"));
+    let page = client
+        .list_dead_letters(ListDeadLettersRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(page.dead_letters.is_empty());
+    assert!(page.next_page_token.is_empty());
+    let invalid = client
+        .list_dead_letters(ListDeadLettersRequest {
+            page_size: 1000,
+            page_token: "nope".into(),
+        })
+        .await
+        .expect_err("invalid paging");
+    assert_eq!(
+        bookmesh::testing::violated_fields(&invalid),
+        ["page_size", "page_token"]
+    );
+    let missing = client
+        .redrive_dead_letter(RedriveDeadLetterRequest { dead_letter_id: 42 })
+        .await
+        .expect_err("no such dead letter");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
 }

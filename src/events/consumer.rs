@@ -108,6 +108,42 @@ impl Processor {
         }
     }
 
+    /// `<consumer>:<producer>`, the key of this subscription's rows.
+    pub fn subscription(&self) -> String {
+        self.config.subscription()
+    }
+
+    /// Applies a dead-lettered event once more (exactly once, as any delivery). Applied or
+    /// already applied: the dead letter is removed; failed again: it stays with the new error.
+    pub async fn redrive(
+        &self,
+        row: dead_letter::Model,
+    ) -> Result<(crate::proto::events::v1::RedriveOutcome, String), DbErr> {
+        let event = <Event as prost::Message>::decode(row.envelope.as_slice())
+            .map_err(|e| DbErr::Custom(format!("dead letter {} is unreadable: {e}", row.id)))?;
+        let handled = self.try_apply(&event).await.map_err(|e| e.to_string());
+        match &handled {
+            Ok(_) => {
+                dead_letter::Entity::delete_by_id(row.id)
+                    .exec(&self.db)
+                    .await?;
+                self.handler.committed();
+                tracing::info!(event_id = %event.event_id, dead_letter_id = row.id, "dead letter redriven");
+            }
+            Err(error) => {
+                dead_letter::Entity::update_many()
+                    .col_expr(dead_letter::Column::Error, Expr::value(error.clone()))
+                    .col_expr(dead_letter::Column::Attempts, Expr::value(row.attempts + 1))
+                    .col_expr(dead_letter::Column::FailedAt, Expr::value(crate::db::now()))
+                    .filter(dead_letter::Column::Id.eq(row.id))
+                    .exec(&self.db)
+                    .await?;
+                tracing::warn!(event_id = %event.event_id, dead_letter_id = row.id, %error, "redrive failed");
+            }
+        }
+        Ok(super::dead_letters::outcome_of(handled))
+    }
+
     /// The position after which the next subscription starts.
     pub async fn position(&self) -> Result<i64, DbErr> {
         Ok(cursor::Entity::find_by_id(self.config.subscription())
@@ -231,7 +267,11 @@ async fn advance(
 
 /// Subscribes to the producer's feed through `upstream` and processes events until the service
 /// stops; reconnects with backoff, resuming after the stored cursor.
-pub async fn run_feed_consumer(processor: Processor, upstream: Upstream, readiness: Readiness) {
+pub async fn run_feed_consumer(
+    processor: Arc<Processor>,
+    upstream: Upstream,
+    readiness: Readiness,
+) {
     readiness.started().await;
     let mut stopping = readiness.stopping_signal();
     let subscription = processor.config.subscription();
@@ -407,5 +447,29 @@ mod tests {
         assert!(letters[0].error.contains("not yet"));
         // Not in the inbox: a redrive may still apply it.
         assert_eq!(inbox::Entity::find().count(&db).await, Ok(0));
+
+        // Still failing: the dead letter stays, one attempt more.
+        let (outcome, error) = processor
+            .redrive(letters[0].clone())
+            .await
+            .expect("redrive");
+        assert_eq!(outcome, crate::proto::events::v1::RedriveOutcome::Failed);
+        assert!(error.contains("not yet"));
+        let letter = dead_letter::Entity::find()
+            .one(&db)
+            .await
+            .expect("row")
+            .expect("kept");
+        assert_eq!(letter.attempts, 4);
+
+        // The cause is fixed: the redrive applies it once and removes the dead letter.
+        handler.failures.store(0, Ordering::SeqCst);
+        let (outcome, _) = processor.redrive(letter.clone()).await.expect("redrive");
+        assert_eq!(outcome, crate::proto::events::v1::RedriveOutcome::Applied);
+        assert_eq!(handler.applied.load(Ordering::SeqCst), 1);
+        assert_eq!(dead_letter::Entity::find().count(&db).await, Ok(0));
+        let (outcome, _) = processor.redrive(letter).await.expect("redrive again");
+        assert_eq!(outcome, crate::proto::events::v1::RedriveOutcome::Duplicate);
+        assert_eq!(handler.applied.load(Ordering::SeqCst), 1, "applied once");
     }
 }

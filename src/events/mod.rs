@@ -13,6 +13,7 @@
 //!   nothing; an event that keeps failing goes to a dead-letter table.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod feed;
 pub mod outbox;
 pub mod tables;
@@ -113,22 +114,40 @@ pub fn start_producer(
     )
 }
 
-/// Starts consuming `producer`'s feed at `endpoints` into this service's database.
+/// Starts consuming `producer`'s feed at `endpoints` into this service's database. Returns the
+/// consumer's task and its processor (for the dead-letter service's redrives).
 pub fn start_feed_consumer(
     db: sea_orm::DatabaseConnection,
     config: consumer::ConsumerConfig,
     endpoints: Vec<String>,
     handler: std::sync::Arc<dyn consumer::EventHandler>,
     readiness: &crate::server::Readiness,
-) -> Result<tokio::task::JoinHandle<()>, crate::client::UpstreamError> {
+) -> Result<
+    (
+        tokio::task::JoinHandle<()>,
+        std::sync::Arc<consumer::Processor>,
+    ),
+    crate::client::UpstreamError,
+> {
     let upstream = crate::client::Upstream::new(crate::client::UpstreamConfig::new(
         format!("{}-feed", config.producer),
         endpoints,
     ))?;
-    let processor = consumer::Processor::new(db, config, handler);
-    Ok(tokio::spawn(consumer::run_feed_consumer(
-        processor,
+    let processor = std::sync::Arc::new(consumer::Processor::new(db, config, handler));
+    let task = tokio::spawn(consumer::run_feed_consumer(
+        processor.clone(),
         upstream,
         readiness.clone(),
-    )))
+    ));
+    Ok((task, processor))
+}
+
+/// The dead-letter service over a service's subscriptions.
+pub fn dead_letter_service(
+    db: sea_orm::DatabaseConnection,
+    processors: impl IntoIterator<Item = std::sync::Arc<consumer::Processor>>,
+) -> crate::server::DeadLetterServer {
+    crate::proto::events::v1::dead_letter_service_server::DeadLetterServiceServer::new(
+        dead_letters::DeadLetters::new(db, processors),
+    )
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bookmesh::events::consumer::ConsumerConfig;
 use bookmesh::proto::bestbook::v1::best_book_service_server::BestBookServiceServer;
-use bookmesh::server::ServeError;
+use bookmesh::server::{EventServices, ServeError};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -44,7 +44,7 @@ pub async fn serve_until(
         listener,
         shutdown,
         |db, readiness| {
-            let consumer = bookmesh::events::start_feed_consumer(
+            let (consumer, processor) = bookmesh::events::start_feed_consumer(
                 db.clone(),
                 ConsumerConfig::new("bestbook", "rental"),
                 rental_endpoints,
@@ -52,12 +52,18 @@ pub async fn serve_until(
                 readiness,
             )?;
             Ok(bookmesh::server::App {
+                events: EventServices {
+                    feed: None,
+                    dead_letters: Some(bookmesh::events::dead_letter_service(
+                        db.clone(),
+                        [processor],
+                    )),
+                },
                 service: BestBookServiceServer::new(api::BestBookApi::new(store::StatsStore::new(
                     db,
                 )))
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
-                feed: None,
                 tasks: vec![consumer],
             })
         },

@@ -14,7 +14,7 @@ use bookmesh::proto::book::v1::book_service_server::BookServiceServer;
 use std::sync::Arc;
 
 use bookmesh::events::consumer::ConsumerConfig;
-use bookmesh::server::ServeError;
+use bookmesh::server::{EventServices, ServeError};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -48,7 +48,7 @@ pub async fn serve_until(
         |db, readiness| {
             let (relay, feed, relay_task) =
                 bookmesh::events::start_producer("book", db.clone(), readiness);
-            let consumer = bookmesh::events::start_feed_consumer(
+            let (consumer, processor) = bookmesh::events::start_feed_consumer(
                 db.clone(),
                 ConsumerConfig::new("book", "rental"),
                 rental_endpoints,
@@ -56,10 +56,16 @@ pub async fn serve_until(
                 readiness,
             )?;
             Ok(bookmesh::server::App {
+                events: EventServices {
+                    feed: Some(feed),
+                    dead_letters: Some(bookmesh::events::dead_letter_service(
+                        db.clone(),
+                        [processor],
+                    )),
+                },
                 service: BookServiceServer::new(api::BookApi::new(store::BookStore::new(db)))
                     .max_decoding_message_size(max_message_bytes)
                     .max_encoding_message_size(max_message_bytes),
-                feed: Some(feed),
                 tasks: vec![relay_task, consumer],
             })
         },

@@ -14,7 +14,7 @@ use bookmesh::proto::member::v1::member_service_server::MemberServiceServer;
 use std::sync::Arc;
 
 use bookmesh::events::consumer::ConsumerConfig;
-use bookmesh::server::ServeError;
+use bookmesh::server::{EventServices, ServeError};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -48,7 +48,8 @@ pub async fn serve_until(
         |db, readiness| {
             let (relay, feed, relay_task) =
                 bookmesh::events::start_producer("member", db.clone(), readiness);
-            let consumer = bookmesh::events::start_feed_consumer(
+            let db_for_dlq = db.clone();
+            let (consumer, processor) = bookmesh::events::start_feed_consumer(
                 db.clone(),
                 ConsumerConfig::new("member", "rental"),
                 rental_endpoints,
@@ -59,7 +60,13 @@ pub async fn serve_until(
                 service: MemberServiceServer::new(api::MemberApi::new(store::MemberStore::new(db)))
                     .max_decoding_message_size(max_message_bytes)
                     .max_encoding_message_size(max_message_bytes),
-                feed: Some(feed),
+                events: EventServices {
+                    feed: Some(feed),
+                    dead_letters: Some(bookmesh::events::dead_letter_service(
+                        db_for_dlq,
+                        [processor],
+                    )),
+                },
                 tasks: vec![relay_task, consumer],
             })
         },

@@ -15,7 +15,7 @@ use bookmesh::proto::rental::v1::rental_service_server::RentalServiceServer;
 use std::sync::Arc;
 
 use bookmesh::events::consumer::ConsumerConfig;
-use bookmesh::server::ServeError;
+use bookmesh::server::{EventServices, ServeError};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -55,7 +55,7 @@ pub async fn serve_until(
         |db, readiness| {
             let (relay, feed, relay_task) =
                 bookmesh::events::start_producer("rental", db.clone(), readiness);
-            let consumer = bookmesh::events::start_feed_consumer(
+            let (consumer, book_processor) = bookmesh::events::start_feed_consumer(
                 db.clone(),
                 ConsumerConfig::new("rental", "book"),
                 book_endpoints,
@@ -64,13 +64,17 @@ pub async fn serve_until(
                 }),
                 readiness,
             )?;
-            let member_consumer = bookmesh::events::start_feed_consumer(
+            let (member_consumer, member_processor) = bookmesh::events::start_feed_consumer(
                 db.clone(),
                 ConsumerConfig::new("rental", "member"),
                 member_endpoints,
                 Arc::new(events::MemberEvents),
                 readiness,
             )?;
+            let dead_letters = bookmesh::events::dead_letter_service(
+                db.clone(),
+                [book_processor, member_processor],
+            );
             let service = RentalServiceServer::new(api::RentalApi::new(
                 store::RentalStore::new(db),
                 upstreams,
@@ -80,7 +84,10 @@ pub async fn serve_until(
             .max_encoding_message_size(max_message_bytes);
             Ok(bookmesh::server::App {
                 service,
-                feed: Some(feed),
+                events: EventServices {
+                    feed: Some(feed),
+                    dead_letters: Some(dead_letters),
+                },
                 tasks: vec![relay_task, consumer, member_consumer],
             })
         },
