@@ -43,6 +43,10 @@ demo-failover: build tools ## Demo: replicas joining and leaving under load, a h
 loadgen: build ## Load the running mesh (make run) for 10 s with the default mix; ARGS="..." for more
 	$(CARGO) run --quiet -p bookmesh-loadgen -- --duration 10s $(ARGS)
 
+.PHONY: check
+check: ## Check that the running mesh (make run) is consistent once the sagas settle
+	$(CARGO) run --quiet -p bookmesh-check --
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

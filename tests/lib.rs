@@ -149,3 +149,11 @@ pub async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String
         .unwrap_or_default();
     Ok((status, body))
 }
+
+impl ServiceProcess {
+    /// SIGKILL: a crash, no drain, no cleanup.
+    pub async fn crash(mut self) {
+        self.signal(Signal::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
