@@ -31,6 +31,13 @@ test-db: ## Run the persistence suites against the local PostgreSQL and MariaDB
 	BOOKMESH_TEST_DB=mysql $(CARGO) test --workspace --tests
 	scripts/drop-test-databases.sh
 
+.PHONY: test-nats
+test-nats: ## Run the event conformance suites on NATS JetStream (the local nats-server)
+	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
+	BOOKMESH_TEST_TRANSPORT=nats $(CARGO) test -p rental-service --test rental_api
+	BOOKMESH_TEST_TRANSPORT=nats $(CARGO) test -p bookmesh-mesh-tests --test saga_consistency
+	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
+
 .PHONY: smoke
 smoke: build tools ## Start the mesh and drive it with the real grpcurl, README walkthrough included
 	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" tests/smoke/grpcurl-smoke.sh

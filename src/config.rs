@@ -320,3 +320,66 @@ mod client_args_tests {
         }
     }
 }
+
+/// How events travel between services, flattened into the `Config` of every service that
+/// publishes or consumes events.
+#[derive(Debug, Clone, Args)]
+pub struct EventArgs {
+    /// `feed`: the broker-free gRPC event feed (default, embedded); `nats`: NATS JetStream.
+    #[arg(long, env = "BOOKMESH_EVENT_TRANSPORT", value_enum, default_value_t = EventTransport::Feed)]
+    pub event_transport: EventTransport,
+
+    /// NATS server, with JetStream enabled (transport `nats`).
+    #[arg(
+        long,
+        env = "BOOKMESH_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+
+    /// Prefix of the JetStream stream names and subjects.
+    #[arg(long, env = "BOOKMESH_NATS_PREFIX", default_value = "bookmesh")]
+    pub nats_prefix: String,
+}
+
+/// The event transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventTransport {
+    Feed,
+    Nats,
+}
+
+impl Default for EventArgs {
+    fn default() -> Self {
+        Self {
+            event_transport: EventTransport::Feed,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_prefix: "bookmesh".into(),
+        }
+    }
+}
+
+impl EventArgs {
+    /// Settings for the test suites: `BOOKMESH_TEST_TRANSPORT=nats` runs them on JetStream
+    /// (with `prefix`, unique per test, so tests never share streams).
+    pub fn for_tests(prefix: &str) -> Self {
+        let nats = std::env::var("BOOKMESH_TEST_TRANSPORT").is_ok_and(|t| t == "nats");
+        Self {
+            event_transport: if nats {
+                EventTransport::Nats
+            } else {
+                EventTransport::Feed
+            },
+            nats_url: std::env::var("BOOKMESH_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+            nats_prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn nats(&self) -> Option<crate::events::nats::NatsSettings> {
+        (self.event_transport == EventTransport::Nats).then(|| crate::events::nats::NatsSettings {
+            url: self.nats_url.clone(),
+            prefix: self.nats_prefix.clone(),
+        })
+    }
+}

@@ -21,6 +21,7 @@ use bookmesh_mesh_tests::{ServiceProcess, free_port};
 
 struct Mesh {
     dir: std::path::PathBuf,
+    events: bookmesh::config::EventArgs,
     book: String,
     member: String,
     rental: String,
@@ -29,7 +30,15 @@ struct Mesh {
 
 impl Mesh {
     fn env(&self, name: &str, listen: &str) -> Vec<(&'static str, String)> {
+        let transport = if self.events.nats().is_some() {
+            "nats"
+        } else {
+            "feed"
+        };
         vec![
+            ("BOOKMESH_EVENT_TRANSPORT", transport.to_owned()),
+            ("BOOKMESH_NATS_URL", self.events.nats_url.clone()),
+            ("BOOKMESH_NATS_PREFIX", self.events.nats_prefix.clone()),
             ("BOOKMESH_LISTEN", listen.to_owned()),
             (
                 "BOOKMESH_DATA_DIR",
@@ -129,6 +138,11 @@ async fn randomized_rentals_with_crashes_end_consistent() {
     let address = || format!("127.0.0.1:{}", free_port());
     let mesh = Mesh {
         dir: dir.clone(),
+        // The transport under test: the feed, or JetStream with BOOKMESH_TEST_TRANSPORT=nats.
+        events: bookmesh::config::EventArgs::for_tests(&format!(
+            "t{}",
+            uuid::Uuid::now_v7().simple()
+        )),
         book: address(),
         member: address(),
         rental: address(),

@@ -146,10 +146,7 @@ impl Processor {
 
     /// The position after which the next subscription starts.
     pub async fn position(&self) -> Result<i64, DbErr> {
-        Ok(cursor::Entity::find_by_id(self.config.subscription())
-            .one(&self.db)
-            .await?
-            .map_or(0, |row| row.position))
+        cursor_position(&self.db, &self.config.subscription()).await
     }
 
     /// Handles one delivered event: applied, ignored as a duplicate, or dead-lettered after
@@ -238,6 +235,23 @@ impl Processor {
         advance(&txn, &self.config.subscription(), event.sequence).await?;
         txn.commit().await
     }
+}
+
+/// The stored position of `key` (0 if none yet).
+pub async fn cursor_position(db: &impl ConnectionTrait, key: &str) -> Result<i64, DbErr> {
+    Ok(cursor::Entity::find_by_id(key.to_owned())
+        .one(db)
+        .await?
+        .map_or(0, |row| row.position))
+}
+
+/// Moves the cursor of `key` forward (never back).
+pub async fn advance_cursor(
+    db: &impl ConnectionTrait,
+    key: &str,
+    sequence: i64,
+) -> Result<(), DbErr> {
+    advance(db, key, sequence).await
 }
 
 /// Moves the cursor forward (never back: a redelivered older event must not rewind it).

@@ -15,6 +15,7 @@
 pub mod consumer;
 pub mod dead_letters;
 pub mod feed;
+pub mod nats;
 pub mod outbox;
 pub mod tables;
 
@@ -88,23 +89,35 @@ pub fn type_url(event_type: &str) -> String {
 
 /// Starts a producer's outbox relay (once migrations ran) and builds its event feed service.
 /// Returns the relay (to wake it after commits), the feed to serve, and the relay's task.
+/// With the NATS transport it also starts the publisher that forwards the feed to JetStream
+/// (the feed stays served: consumers in other languages may still use it).
 pub fn start_producer(
     producer: &'static str,
     db: sea_orm::DatabaseConnection,
     readiness: &crate::server::Readiness,
+    transport: &crate::config::EventArgs,
 ) -> (
     outbox::Relay,
     crate::server::EventFeedServer,
     tokio::task::JoinHandle<()>,
 ) {
     let relay = outbox::Relay::new(db.clone());
-    let feed = feed::EventFeed::new(producer, db, relay.published(), readiness.clone());
+    let feed = feed::EventFeed::new(producer, db.clone(), relay.published(), readiness.clone());
+    let nats = transport.nats();
     let task = {
         let relay = relay.clone();
         let readiness = readiness.clone();
         tokio::spawn(async move {
             readiness.started().await;
-            relay.run(std::time::Duration::from_millis(500)).await;
+            let relay_loop = relay.clone().run(std::time::Duration::from_millis(500));
+            match nats {
+                Some(settings) => {
+                    let publisher =
+                        nats::run_publisher(db, producer, settings, relay.published(), readiness);
+                    tokio::join!(relay_loop, publisher);
+                }
+                None => relay_loop.await,
+            }
         })
     };
     (
@@ -114,14 +127,16 @@ pub fn start_producer(
     )
 }
 
-/// Starts consuming `producer`'s feed at `endpoints` into this service's database. Returns the
+/// Starts consuming `producer`'s events into this service's database, over the configured
+/// transport: the producer's feed at `endpoints`, or its JetStream stream. Returns the
 /// consumer's task and its processor (for the dead-letter service's redrives).
-pub fn start_feed_consumer(
+pub fn start_consumer(
     db: sea_orm::DatabaseConnection,
     config: consumer::ConsumerConfig,
     endpoints: Vec<String>,
     handler: std::sync::Arc<dyn consumer::EventHandler>,
     readiness: &crate::server::Readiness,
+    transport: &crate::config::EventArgs,
 ) -> Result<
     (
         tokio::task::JoinHandle<()>,
@@ -133,12 +148,22 @@ pub fn start_feed_consumer(
         format!("{}-feed", config.producer),
         endpoints,
     ))?;
+    let (consumer_name, producer_name) = (config.consumer.clone(), config.producer.clone());
     let processor = std::sync::Arc::new(consumer::Processor::new(db, config, handler));
-    let task = tokio::spawn(consumer::run_feed_consumer(
-        processor.clone(),
-        upstream,
-        readiness.clone(),
-    ));
+    let task = match transport.nats() {
+        Some(settings) => tokio::spawn(nats::run_consumer(
+            processor.clone(),
+            settings,
+            consumer_name,
+            producer_name,
+            readiness.clone(),
+        )),
+        None => tokio::spawn(consumer::run_feed_consumer(
+            processor.clone(),
+            upstream,
+            readiness.clone(),
+        )),
+    };
     Ok((task, processor))
 }
 

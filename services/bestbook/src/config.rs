@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use bookmesh::config::{DatabaseArgs, ServerArgs, mask_url_password};
+use bookmesh::config::{DatabaseArgs, EventArgs, ServerArgs, mask_url_password};
 use clap::Parser;
 
 /// bestbook-service: the best-seller ranking, a read model of the rental events.
@@ -23,6 +23,9 @@ pub struct Config {
     pub rental_endpoints: Vec<String>,
 
     #[command(flatten)]
+    pub events: EventArgs,
+
+    #[command(flatten)]
     pub database: DatabaseArgs,
 
     #[command(flatten)]
@@ -35,6 +38,7 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             rental_endpoints: vec![rental_endpoint.into()],
+            events: EventArgs::default(),
             database: DatabaseArgs::url(database_url),
             server: ServerArgs::default(),
         }
@@ -49,6 +53,7 @@ impl Config {
         tracing::info!(
             listen = %self.listen,
             rental = ?self.rental_endpoints,
+            events = ?self.events,
             database = %mask_url_password(&self.database_url()),
             server = ?self.server,
             "bestbook-service configuration"

@@ -37,6 +37,7 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_message_bytes = config.server.max_message_bytes;
+    let events = config.events.clone();
     let rental_endpoints = config.rental_endpoints.clone();
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
         &config.server,
@@ -44,12 +45,13 @@ pub async fn serve_until(
         listener,
         shutdown,
         |db, readiness| {
-            let (consumer, processor) = bookmesh::events::start_feed_consumer(
+            let (consumer, processor) = bookmesh::events::start_consumer(
                 db.clone(),
                 ConsumerConfig::new("bestbook", "rental"),
                 rental_endpoints,
                 Arc::new(events::RentalEvents),
                 readiness,
+                &events,
             )?;
             Ok(bookmesh::server::App {
                 events: EventServices {

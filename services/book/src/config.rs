@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use bookmesh::config::{DatabaseArgs, ServerArgs, mask_url_password};
+use bookmesh::config::{DatabaseArgs, EventArgs, ServerArgs, mask_url_password};
 use clap::Parser;
 
 /// book-service: the books of the library.
@@ -21,6 +21,9 @@ pub struct Config {
         default_value = "http://127.0.0.1:50053"
     )]
     pub rental_endpoints: Vec<String>,
+
+    #[command(flatten)]
+    pub events: EventArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -44,6 +47,7 @@ impl Config {
             // Nothing listens on port 1: no rental feed unless a test wires one (for_tests).
             rental_endpoints: vec!["http://127.0.0.1:1".into()],
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            events: EventArgs::default(),
             database: DatabaseArgs::url(database_url),
             server: ServerArgs::default(),
         }
@@ -58,6 +62,7 @@ impl Config {
         tracing::info!(
             listen = %self.listen,
             rental = ?self.rental_endpoints,
+            events = ?self.events,
             database = %mask_url_password(&self.database_url()),
             server = ?self.server,
             "book-service configuration"

@@ -39,6 +39,7 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let max_message_bytes = config.server.max_message_bytes;
+    let events = config.events.clone();
     let rental_endpoints = config.rental_endpoints.clone();
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
         &config.server,
@@ -47,13 +48,14 @@ pub async fn serve_until(
         shutdown,
         |db, readiness| {
             let (relay, feed, relay_task) =
-                bookmesh::events::start_producer("book", db.clone(), readiness);
-            let (consumer, processor) = bookmesh::events::start_feed_consumer(
+                bookmesh::events::start_producer("book", db.clone(), readiness, &events);
+            let (consumer, processor) = bookmesh::events::start_consumer(
                 db.clone(),
                 ConsumerConfig::new("book", "rental"),
                 rental_endpoints,
                 Arc::new(events::RentalEvents { relay }),
                 readiness,
+                &events,
             )?;
             Ok(bookmesh::server::App {
                 events: EventServices {

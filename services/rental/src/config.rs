@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use bookmesh::client::UpstreamConfig;
-use bookmesh::config::{ClientArgs, DatabaseArgs, ServerArgs, mask_url_password};
+use bookmesh::config::{ClientArgs, DatabaseArgs, EventArgs, ServerArgs, mask_url_password};
 use clap::Parser;
 
 /// rental-service: rental cards, and the rules of renting and returning books.
@@ -36,6 +36,9 @@ pub struct Config {
     pub client: ClientArgs,
 
     #[command(flatten)]
+    pub events: EventArgs,
+
+    #[command(flatten)]
     pub database: DatabaseArgs,
 
     #[command(flatten)]
@@ -54,6 +57,7 @@ impl Config {
             member_endpoints: vec![member_endpoint.into()],
             book_endpoints: vec![book_endpoint.into()],
             client: ClientArgs::default(),
+            events: EventArgs::default(),
             database: DatabaseArgs::url(database_url),
             server: ServerArgs::default(),
         }
@@ -76,6 +80,7 @@ impl Config {
     pub fn log(&self) {
         tracing::info!(
             listen = %self.listen,
+            events = ?self.events,
             database = %mask_url_password(&self.database_url()),
             member = ?self.member_endpoints,
             book = ?self.book_endpoints,

@@ -45,6 +45,7 @@ pub async fn serve_until(
         config.book_upstream().map_err(invalid)?,
     )?;
     let max_message_bytes = config.server.max_message_bytes;
+    let events = config.events.clone();
     let book_endpoints = config.book_endpoints.clone();
     let member_endpoints = config.member_endpoints.clone();
     bookmesh::server::serve_with_database::<store::migration::Migrator, _>(
@@ -54,8 +55,8 @@ pub async fn serve_until(
         shutdown,
         |db, readiness| {
             let (relay, feed, relay_task) =
-                bookmesh::events::start_producer("rental", db.clone(), readiness);
-            let (consumer, book_processor) = bookmesh::events::start_feed_consumer(
+                bookmesh::events::start_producer("rental", db.clone(), readiness, &events);
+            let (consumer, book_processor) = bookmesh::events::start_consumer(
                 db.clone(),
                 ConsumerConfig::new("rental", "book"),
                 book_endpoints,
@@ -63,13 +64,15 @@ pub async fn serve_until(
                     relay: relay.clone(),
                 }),
                 readiness,
+                &events,
             )?;
-            let (member_consumer, member_processor) = bookmesh::events::start_feed_consumer(
+            let (member_consumer, member_processor) = bookmesh::events::start_consumer(
                 db.clone(),
                 ConsumerConfig::new("rental", "member"),
                 member_endpoints,
                 Arc::new(events::MemberEvents),
                 readiness,
+                &events,
             )?;
             let dead_letters = bookmesh::events::dead_letter_service(
                 db.clone(),

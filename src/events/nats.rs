@@ -1,0 +1,235 @@
+//! The NATS JetStream transport, for Kubernetes and anything past one machine.
+//!
+//! - One stream per producer (`<PREFIX>_<PRODUCER>`, subject `<prefix>.<producer>.events`),
+//!   created by the producer.
+//! - A publisher task per producer forwards its published outbox, in feed order, to the stream,
+//!   waiting for each JetStream ack before moving its cursor. A crash between the publish and
+//!   the cursor update republishes the event on restart; JetStream drops the copy by its
+//!   `Nats-Msg-Id` (the event id) within the duplicate window, and consumers' inboxes would
+//!   ignore it anyway.
+//! - A durable pull consumer per consuming service, shared by its replicas (competing
+//!   consumers). One message is in flight per consumer (`max_ack_pending = 1`), which keeps the
+//!   producer's order; a message is acknowledged only after its effect committed (or it was
+//!   dead-lettered), so a crash redelivers it and the inbox makes the redelivery a no-op.
+//!
+//! The message body is the same encoded `bookmesh.events.v1.Event` envelope the feed sends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures::StreamExt;
+use prost::Message as _;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tokio::sync::watch;
+
+use super::Event;
+use super::consumer::{Processor, advance_cursor, cursor_position};
+use super::feed::envelope;
+use super::tables::outbox;
+use crate::server::Readiness;
+
+/// Where JetStream is and how streams are named.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub url: String,
+    /// Prefix of stream names and subjects; tests use a unique one each.
+    pub prefix: String,
+}
+
+impl NatsSettings {
+    pub fn stream_name(&self, producer: &str) -> String {
+        format!("{}_{}", self.prefix.to_uppercase(), producer.to_uppercase())
+    }
+
+    pub fn subject(&self, producer: &str) -> String {
+        format!("{}.{}.events", self.prefix.to_lowercase(), producer)
+    }
+}
+
+async fn connect(
+    settings: &NatsSettings,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<jetstream::Context> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match async_nats::connect(settings.url.as_str()).await {
+            Ok(client) => return Some(jetstream::new(client)),
+            Err(error) => {
+                tracing::warn!(url = %settings.url, %error, retry_in = ?backoff, "cannot reach NATS");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {},
+            _ = stopping.changed() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+    producer: &str,
+) -> Result<stream::Stream, async_nats::Error> {
+    Ok(js
+        .get_or_create_stream(stream::Config {
+            name: settings.stream_name(producer),
+            subjects: vec![settings.subject(producer)],
+            // Long enough for any restart; consumers' inboxes cover the rest.
+            duplicate_window: Duration::from_secs(120),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// Forwards the producer's published outbox to JetStream until the service stops.
+pub async fn run_publisher(
+    db: DatabaseConnection,
+    producer: &'static str,
+    settings: NatsSettings,
+    mut published: watch::Receiver<i64>,
+    readiness: Readiness,
+) {
+    readiness.started().await;
+    let mut stopping = readiness.stopping_signal();
+    let Some(js) = connect(&settings, &mut stopping).await else {
+        return;
+    };
+    let key = format!("jetstream:{producer}");
+    let subject = settings.subject(producer);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let round: Result<usize, async_nats::Error> = async {
+            ensure_stream(&js, &settings, producer).await?;
+            let after = cursor_position(&db, &key).await?;
+            let rows = outbox::Entity::find()
+                .filter(outbox::Column::FeedSequence.gt(after))
+                .order_by_asc(outbox::Column::FeedSequence)
+                .limit(100)
+                .all(&db)
+                .await?;
+            let count = rows.len();
+            for row in rows {
+                let event = envelope(producer, row);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", event.event_id.as_str());
+                js.publish_with_headers(subject.clone(), headers, event.encode_to_vec().into())
+                    .await?
+                    .await?;
+                // Only after JetStream stored it: a crash before this line republishes it.
+                advance_cursor(&db, &key, event.sequence).await?;
+            }
+            Ok(count)
+        }
+        .await;
+        match round {
+            Ok(0) => {
+                backoff = Duration::from_millis(100);
+                tokio::select! {
+                    _ = published.changed() => {},
+                    _ = stopping.changed() => {},
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {},
+                }
+            }
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(error) => {
+                tracing::warn!(producer, %error, retry_in = ?backoff, "publishing to JetStream failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Consumes `producer`'s stream with a durable consumer named after the consuming service,
+/// until the service stops.
+pub async fn run_consumer(
+    processor: Arc<Processor>,
+    settings: NatsSettings,
+    consumer: String,
+    producer: String,
+    readiness: Readiness,
+) {
+    readiness.started().await;
+    let mut stopping = readiness.stopping_signal();
+    let Some(js) = connect(&settings, &mut stopping).await else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let messages = async {
+            let stream = ensure_stream(&js, &settings, &producer).await?;
+            let durable = stream
+                .get_or_create_consumer(
+                    &consumer,
+                    pull::Config {
+                        durable_name: Some(consumer.clone()),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        // A crashed replica's in-flight message is redelivered after this.
+                        ack_wait: Duration::from_secs(5),
+                        max_ack_pending: 1,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            Ok::<_, async_nats::Error>(durable.messages().await?)
+        }
+        .await;
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%producer, %consumer, %error, retry_in = ?backoff, "cannot consume from JetStream");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        tracing::info!(%producer, %consumer, "consuming from JetStream");
+        backoff = Duration::from_millis(100);
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = stopping.changed() => return,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    tracing::warn!(%producer, %error, "JetStream delivery failed; resubscribing");
+                    break;
+                }
+                None => break,
+            };
+            let event = match Event::decode(message.payload.as_ref()) {
+                Ok(event) => event,
+                Err(error) => {
+                    // Not an envelope: nothing any retry could fix. Logged and acknowledged.
+                    tracing::error!(%producer, %error, "undecodable message on the event stream; dropped");
+                    let _ = message.ack().await;
+                    continue;
+                }
+            };
+            match processor.process(&event).await {
+                Ok(_) => {
+                    if let Err(error) = message.ack().await {
+                        // Redelivered later; the inbox makes that a no-op.
+                        tracing::warn!(event_id = %event.event_id, %error, "ack failed");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(event_id = %event.event_id, %error, "cannot record the outcome; redelivery requested");
+                    let _ = message
+                        .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+            }
+        }
+    }
+}
