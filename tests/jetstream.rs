@@ -1,0 +1,146 @@
+//! JetStream-specific guarantees, against the real nats-server (run by `make test-nats`, which
+//! passes `--ignored`; `make test` needs no broker).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bookmesh::events::consumer::{ConsumerConfig, EventHandler, HandlerError, Processor};
+use bookmesh::events::nats::{NatsSettings, run_consumer, run_publisher};
+use bookmesh::events::outbox::{Relay, append};
+use bookmesh::events::tables::CreateEventTables;
+use bookmesh::events::{Event, NewEvent};
+use bookmesh::server::Readiness;
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm_migration::MigratorTrait;
+
+struct EventTables;
+
+impl MigratorTrait for EventTables {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        vec![Box::new(CreateEventTables)]
+    }
+}
+
+struct Counting(AtomicU32);
+
+impl EventHandler for Counting {
+    fn handle<'a>(
+        &'a self,
+        _txn: &'a DatabaseTransaction,
+        _event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+async fn database(dir: &std::path::Path, name: &str) -> DatabaseConnection {
+    let db = bookmesh::db::connect_lazy(&format!("sqlite://{}/{name}.db?mode=rwc", dir.display()))
+        .await
+        .expect("sqlite");
+    EventTables::up(&db, None).await.expect("migrate");
+    db
+}
+
+async fn publish_until(
+    db: &DatabaseConnection,
+    settings: &NatsSettings,
+    relay: &Relay,
+    position: i64,
+) {
+    let readiness = Readiness::new();
+    readiness.set_serving(true);
+    let task = tokio::spawn(run_publisher(
+        db.clone(),
+        "test",
+        settings.clone(),
+        relay.published(),
+        readiness,
+    ));
+    bookmesh::testing::eventually("published", Duration::from_secs(20), || async {
+        let at = bookmesh::events::consumer::cursor_position(db, "jetstream:test")
+            .await
+            .ok()?;
+        (at >= position).then_some(())
+    })
+    .await;
+    task.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server with JetStream: make test-nats"]
+async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
+    let dir = std::env::temp_dir().join(format!("bookmesh-js-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let settings = NatsSettings {
+        url: std::env::var("BOOKMESH_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+    };
+    let producer_db = database(&dir, "producer").await;
+    let relay = Relay::new(producer_db.clone());
+    let events: Vec<NewEvent> = (0..5)
+        .map(|i| NewEvent {
+            event_type: "test.Event",
+            aggregate_id: format!("a{i}"),
+            payload: vec![i],
+        })
+        .collect();
+    append(&producer_db, events).await.expect("append");
+    assert_eq!(relay.publish_pending().await, Ok(5));
+
+    publish_until(&producer_db, &settings, &relay, 5).await;
+    // The crash: everything went to JetStream, but the cursor update was lost.
+    use sea_orm::ConnectionTrait;
+    producer_db
+        .execute_unprepared(
+            "UPDATE consumer_cursors SET position = 0 WHERE subscription = 'jetstream:test'",
+        )
+        .await
+        .expect("lose the cursor");
+    publish_until(&producer_db, &settings, &relay, 5).await;
+
+    // JetStream kept one copy of each (deduplicated by event id)...
+    let js = async_nats::jetstream::new(
+        async_nats::connect(settings.url.as_str())
+            .await
+            .expect("nats"),
+    );
+    let mut stream = js
+        .get_stream(settings.stream_name("test"))
+        .await
+        .expect("stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 5);
+
+    // ...and a consumer applies each exactly once.
+    let consumer_db = database(&dir, "consumer").await;
+    let handler = Arc::new(Counting(AtomicU32::new(0)));
+    let processor = Arc::new(Processor::new(
+        consumer_db.clone(),
+        ConsumerConfig::new("checker", "test"),
+        handler.clone(),
+    ));
+    let readiness = Readiness::new();
+    readiness.set_serving(true);
+    let consumer = tokio::spawn(run_consumer(
+        processor.clone(),
+        settings.clone(),
+        "checker".into(),
+        "test".into(),
+        readiness,
+    ));
+    bookmesh::testing::eventually("consumed", Duration::from_secs(20), || async {
+        (processor.position().await.ok()? == 5).then_some(())
+    })
+    .await;
+    consumer.abort();
+    assert_eq!(handler.0.load(Ordering::SeqCst), 5);
+    js.delete_stream(settings.stream_name("test"))
+        .await
+        .expect("clean up");
+    let _ = std::fs::remove_dir_all(dir);
+}
