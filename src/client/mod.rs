@@ -257,6 +257,7 @@ impl Upstream {
             Idempotency::NotIdempotent => 1,
         };
         let mut attempt = 0;
+        let mut transparent_retries = 0;
         loop {
             attempt += 1;
             let now = Instant::now();
@@ -318,6 +319,21 @@ impl Upstream {
                 )),
             };
             let code = status.code();
+            if code == Code::Unavailable {
+                // Refused, draining or starting: send nothing there for a while, and look again
+                // at what the name resolves to.
+                replica.eject(Instant::now() + config.eject_duration);
+                shared.refresh.notify_one();
+            }
+            if never_left_the_client(&status) && transparent_retries < MAX_TRANSPARENT_RETRIES {
+                // gRFC A6 transparent retry: the call never reached a server (the connection
+                // failed), so another replica may take it at once, even a non-idempotent one,
+                // without counting against the retry budget or the breaker.
+                transparent_retries += 1;
+                attempt -= 1;
+                tracing::debug!(upstream = %config.name, %status, "connection failed; trying another replica");
+                continue;
+            }
             shared
                 .breaker
                 .record(!is_upstream_failure(code), Instant::now());
@@ -325,12 +341,6 @@ impl Upstream {
                 shared.throttle.record_failure();
             } else {
                 shared.throttle.record_success();
-            }
-            if code == Code::Unavailable {
-                // Refused, draining or starting: send nothing there for a while, and look again
-                // at what the name resolves to.
-                replica.eject(Instant::now() + config.eject_duration);
-                shared.refresh.notify_one();
             }
             let retry_allowed = attempt < max_attempts
                 && retry::is_retryable(code)
@@ -406,6 +416,27 @@ impl Upstream {
     pub fn breaker_state(&self) -> BreakerState {
         self.shared.breaker.state(Instant::now())
     }
+}
+
+/// Transparent retries per call: enough to skip a few dead replicas, bounded so a call whose
+/// every replica refuses ends quickly.
+const MAX_TRANSPARENT_RETRIES: u32 = 3;
+
+/// Whether a failed call never reached a server: connecting failed (tonic marks those with
+/// `ConnectError` in the error's source chain; a server's answer never carries one).
+fn never_left_the_client(status: &Status) -> bool {
+    use std::error::Error as _;
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    let mut source = status.source();
+    while let Some(error) = source {
+        if error.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 fn power_of_two_choices<'a>(candidates: &[&'a Arc<Replica>]) -> &'a Arc<Replica> {
@@ -508,6 +539,18 @@ mod tests {
             let picked = power_of_two_choices(&[&busy, &idle]);
             assert_eq!(picked.address, idle.address);
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_recognised_as_never_sent() {
+        // Nothing listens on port 1 of loopback.
+        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let status = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect_err("refused");
+        assert!(never_left_the_client(&status), "{status:?}");
+        assert!(!never_left_the_client(&Status::unavailable("draining")));
     }
 
     #[test]

@@ -44,13 +44,7 @@ fn parse_member_and_book(member_id: &str, book_id: &str) -> Result<(Uuid, Uuid),
 }
 
 fn item_message(item: &RentalItem) -> pb::RentalItem {
-    let state = match item.state {
-        ItemState::Pending => pb::ItemState::Pending,
-        ItemState::Rented => pb::ItemState::Rented,
-        ItemState::ReturnPending => pb::ItemState::ReturnPending,
-        ItemState::Returned => pb::ItemState::Returned,
-        ItemState::Canceled => pb::ItemState::Canceled,
-    };
+    let state = state_message(item.state);
     pb::RentalItem {
         book_id: item.book_id.to_string(),
         title: item.title.clone(),
@@ -89,8 +83,115 @@ fn card_message(card: &RentalCard) -> pb::RentalCard {
     }
 }
 
+fn state_message(state: ItemState) -> pb::ItemState {
+    match state {
+        ItemState::Pending => pb::ItemState::Pending,
+        ItemState::Rented => pb::ItemState::Rented,
+        ItemState::ReturnPending => pb::ItemState::ReturnPending,
+        ItemState::Returned => pb::ItemState::Returned,
+        ItemState::Canceled => pb::ItemState::Canceled,
+    }
+}
+
+/// The item a published rental event is about, with a detail for people.
+fn published_step(row: &bookmesh::events::tables::outbox::Model) -> Option<(String, String)> {
+    use bookmesh::proto::rental::v1::{
+        ItemRented, ItemReturned, RentCanceled, RentConfirmed, ReturnCanceled,
+    };
+    use prost::Message;
+    let bytes = row.payload.as_slice();
+    let type_of = |name: &str| row.event_type == name;
+    if type_of("bookmesh.rental.v1.ItemRented") {
+        let e = ItemRented::decode(bytes).ok()?;
+        Some((e.item_id, "rented: item PENDING".into()))
+    } else if type_of("bookmesh.rental.v1.RentConfirmed") {
+        let e = RentConfirmed::decode(bytes).ok()?;
+        Some((e.item_id, "rental confirmed: item RENTED".into()))
+    } else if type_of("bookmesh.rental.v1.RentCanceled") {
+        let e = RentCanceled::decode(bytes).ok()?;
+        Some((e.item_id, format!("rental canceled: {}", e.reason)))
+    } else if type_of("bookmesh.rental.v1.ItemReturned") {
+        let e = ItemReturned::decode(bytes).ok()?;
+        Some((e.item_id, format!("returned, late fee {}", e.late_fee)))
+    } else if type_of("bookmesh.rental.v1.ReturnCanceled") {
+        let e = ReturnCanceled::decode(bytes).ok()?;
+        Some((e.item_id, format!("return canceled: {}", e.reason)))
+    } else {
+        None
+    }
+}
+
+/// One saga per item, its steps (published and received events) in time order.
+fn sagas(history: crate::store::History) -> Vec<pb::RentalSaga> {
+    let mut steps: std::collections::HashMap<
+        String,
+        Vec<(chrono::DateTime<chrono::Utc>, pb::SagaStep)>,
+    > = std::collections::HashMap::new();
+    for row in &history.published {
+        if let Some((item_id, detail)) = published_step(row) {
+            steps.entry(item_id).or_default().push((
+                row.occurred_at,
+                pb::SagaStep {
+                    event_type: row.event_type.clone(),
+                    event_id: row.event_id.clone(),
+                    producer: "rental".into(),
+                    at: Some(timestamp(row.occurred_at)),
+                    detail,
+                },
+            ));
+        }
+    }
+    for row in history.received {
+        steps.entry(row.item_id).or_default().push((
+            row.at,
+            pb::SagaStep {
+                event_type: row.event_type,
+                event_id: row.event_id,
+                producer: row.producer,
+                at: Some(timestamp(row.at)),
+                detail: row.detail,
+            },
+        ));
+    }
+    history
+        .card
+        .items
+        .iter()
+        .map(|item| {
+            let mut item_steps = steps.remove(&item.item_id.to_string()).unwrap_or_default();
+            item_steps.sort_by_key(|(at, _)| *at);
+            pb::RentalSaga {
+                item_id: item.item_id.to_string(),
+                book_id: item.book_id.to_string(),
+                title: item.title.clone(),
+                state: state_message(item.state).into(),
+                cancel_reason: item.cancel_reason.clone().unwrap_or_default(),
+                steps: item_steps.into_iter().map(|(_, step)| step).collect(),
+            }
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl pb::rental_service_server::RentalService for RentalApi {
+    #[tracing::instrument(skip_all)]
+    async fn get_rental_history(
+        &self,
+        request: Request<pb::GetRentalHistoryRequest>,
+    ) -> Result<Response<pb::GetRentalHistoryResponse>, Status> {
+        let mut violations = FieldViolations::new();
+        let member_id = violations.check("member_id", parse_uuid(&request.get_ref().member_id));
+        let member_id = violations.finish(|| member_id)?;
+        let history = self
+            .store
+            .history(member_id)
+            .await?
+            .ok_or(RentalError::CardNotFound(member_id))?;
+        Ok(Response::new(pb::GetRentalHistoryResponse {
+            sagas: sagas(history),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(member_id, book_id))]
     async fn rent_book(
         &self,

@@ -95,6 +95,7 @@ impl EventHandler for BookEvents {
             let now = bookmesh::db::now();
             if let Some(reserved) = decode::<BookReserved>(event)? {
                 let (member_id, item_id) = ids(&reserved.member_id, &reserved.item_id)?;
+                store::record_step(txn, member_id, item_id, event, "book reserved").await?;
                 store::update_in(
                     txn,
                     member_id,
@@ -119,6 +120,8 @@ impl EventHandler for BookEvents {
                 .map_err(rejected)?;
             } else if let Some(returned) = decode::<BookReturned>(event)? {
                 let (member_id, item_id) = ids(&returned.member_id, &returned.item_id)?;
+                store::record_step(txn, member_id, item_id, event, "book back on the shelf")
+                    .await?;
                 store::update_in(
                     txn,
                     member_id,
@@ -129,6 +132,7 @@ impl EventHandler for BookEvents {
                 .map_err(rejected)?;
             } else if let Some(rejection) = decode::<BookReturnRejected>(event)? {
                 let (member_id, item_id) = ids(&rejection.member_id, &rejection.item_id)?;
+                store::record_step(txn, member_id, item_id, event, &rejection.reason).await?;
                 store::update_in(
                     txn,
                     member_id,
@@ -152,6 +156,7 @@ impl EventHandler for BookEvents {
                 .map_err(rejected)?;
             } else if let Some(rejection) = decode::<BookReservationRejected>(event)? {
                 let (member_id, item_id) = ids(&rejection.member_id, &rejection.item_id)?;
+                store::record_step(txn, member_id, item_id, event, &rejection.reason).await?;
                 store::update_in(
                     txn,
                     member_id,

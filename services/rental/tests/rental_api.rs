@@ -7,8 +7,8 @@ use bookmesh::proto::member::v1::RegisterMemberRequest;
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use bookmesh::proto::rental::v1::{
-    ClearOverdueRequest, GetRentalCardRequest, ItemState, MarkOverdueRequest, RentBookRequest,
-    RentalCard, RentalStatus, ReturnBookRequest,
+    ClearOverdueRequest, GetRentalCardRequest, GetRentalHistoryRequest, ItemState,
+    MarkOverdueRequest, RentBookRequest, RentalCard, RentalStatus, ReturnBookRequest,
 };
 use std::time::Duration;
 
@@ -340,6 +340,48 @@ async fn two_members_racing_for_one_book_end_with_one_rental_and_one_compensated
                     mesh.wait_for_points(member, 0).await;
                 }
                 other => panic!("unexpected {other:?}"),
+            }
+            // The saga's timeline, step by step.
+            let history = mesh
+                .rental
+                .get_rental_history(GetRentalHistoryRequest {
+                    member_id: member.to_string(),
+                })
+                .await
+                .expect("history")
+                .into_inner();
+            let saga = history
+                .sagas
+                .iter()
+                .find(|saga| saga.book_id == book)
+                .expect("saga of the item");
+            let steps: Vec<&str> = saga
+                .steps
+                .iter()
+                .map(|step| step.event_type.as_str())
+                .collect();
+            match item.state() {
+                ItemState::Rented => assert_eq!(
+                    steps,
+                    [
+                        "bookmesh.rental.v1.ItemRented",
+                        "bookmesh.book.v1.BookReserved",
+                        "bookmesh.rental.v1.RentConfirmed"
+                    ]
+                ),
+                _ => {
+                    assert_eq!(
+                        steps,
+                        [
+                            "bookmesh.rental.v1.ItemRented",
+                            "bookmesh.book.v1.BookReservationRejected",
+                            "bookmesh.rental.v1.RentCanceled"
+                        ]
+                    );
+                    assert_eq!(saga.steps[1].detail, "book is not available");
+                    assert_eq!(saga.steps[1].producer, "book");
+                    assert!(saga.steps.iter().all(|step| !step.event_id.is_empty()));
+                }
             }
         }
         assert_eq!(rented, 1, "exactly one member gets the copy");

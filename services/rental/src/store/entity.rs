@@ -48,3 +48,28 @@ pub mod item {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod saga_step {
+    use sea_orm::entity::prelude::*;
+
+    /// An event the rental service received for one of its sagas (the events it published are
+    /// in its outbox).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "saga_steps")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub member_id: String,
+        pub item_id: String,
+        pub event_type: String,
+        pub event_id: String,
+        pub producer: String,
+        pub at: DateTimeUtc,
+        pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateRentalCards),
             Box::new(bookmesh::events::tables::CreateEventTables),
             Box::new(AddCancelReason),
+            Box::new(CreateSagaSteps),
         ]
     }
 }
@@ -151,6 +152,74 @@ impl MigrationTrait for AddCancelReason {
                     .drop_column(RentalItems::CancelReason)
                     .to_owned(),
             )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum SagaSteps {
+    Table,
+    Id,
+    MemberId,
+    ItemId,
+    EventType,
+    EventId,
+    Producer,
+    At,
+    Detail,
+}
+
+struct CreateSagaSteps;
+
+impl MigrationName for CreateSagaSteps {
+    fn name(&self) -> &str {
+        "m0003_create_saga_steps"
+    }
+}
+
+// The trait's signature elides the SchemaManager lifetime; matching it exactly is required.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSagaSteps {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        manager
+            .create_table(
+                Table::create()
+                    .table(SagaSteps::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(SagaSteps::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(string_len(SagaSteps::MemberId, 36))
+                    .col(string_len(SagaSteps::ItemId, 36))
+                    .col(string_len(SagaSteps::EventType, 200))
+                    .col(string_len(SagaSteps::EventId, 36))
+                    .col(string_len(SagaSteps::Producer, 50))
+                    .col(timestamp_column(backend, SagaSteps::At).not_null())
+                    .col(string_len(SagaSteps::Detail, 300).default(""))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_saga_steps_member")
+                    .table(SagaSteps::Table)
+                    .col(SagaSteps::MemberId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(SagaSteps::Table).to_owned())
             .await
     }
 }

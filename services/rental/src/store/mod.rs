@@ -141,6 +141,62 @@ pub async fn update_in<T>(
     Ok((card, outcome))
 }
 
+/// Records an event the rental service received for one of its sagas, in the consumer's
+/// transaction.
+pub async fn record_step(
+    txn: &impl ConnectionTrait,
+    member_id: Uuid,
+    item_id: Uuid,
+    event: &bookmesh::events::Event,
+    detail: &str,
+) -> Result<(), DbErr> {
+    entity::saga_step::Entity::insert(entity::saga_step::ActiveModel {
+        member_id: Set(member_id.to_string()),
+        item_id: Set(item_id.to_string()),
+        event_type: Set(event.event_type.clone()),
+        event_id: Set(event.event_id.clone()),
+        producer: Set(event.producer.clone()),
+        at: Set(bookmesh::db::now()),
+        detail: Set(detail.chars().take(300).collect()),
+        ..Default::default()
+    })
+    .exec(txn)
+    .await?;
+    Ok(())
+}
+
+/// What GetRentalHistory is built from: the card, the events the rental service published
+/// about the member (its outbox) and those it received (saga steps).
+pub struct History {
+    pub card: RentalCard,
+    pub published: Vec<bookmesh::events::tables::outbox::Model>,
+    pub received: Vec<entity::saga_step::Model>,
+}
+
+impl RentalStore {
+    pub async fn history(&self, member_id: Uuid) -> Result<Option<History>, RentalError> {
+        let Some(loaded) = load(&self.db, member_id).await? else {
+            return Ok(None);
+        };
+        let key = member_id.to_string();
+        let published = bookmesh::events::tables::outbox::Entity::find()
+            .filter(bookmesh::events::tables::outbox::Column::AggregateId.eq(key.clone()))
+            .order_by_asc(bookmesh::events::tables::outbox::Column::Id)
+            .all(&self.db)
+            .await?;
+        let received = entity::saga_step::Entity::find()
+            .filter(entity::saga_step::Column::MemberId.eq(key))
+            .order_by_asc(entity::saga_step::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(Some(History {
+            card: loaded.card,
+            published,
+            received,
+        }))
+    }
+}
+
 enum SaveError {
     Conflict,
     Database(DbErr),
