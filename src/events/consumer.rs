@@ -33,6 +33,34 @@ pub enum HandlerError {
     Decode(#[from] prost::DecodeError),
     #[error("{0}")]
     Rejected(String),
+    /// A condition that passes by itself (a lost race, a busy database): retried without
+    /// counting towards the dead-letter limit.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl HandlerError {
+    /// Whether retrying later will work without anyone fixing anything: the database is
+    /// unreachable or busy, or another transaction won a race. Such failures never
+    /// dead-letter an event.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transient(_) => true,
+            Self::Database(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) => true,
+            Self::Database(error) => {
+                let text = error.to_string();
+                [
+                    "database is locked",
+                    "could not serialize",
+                    "Deadlock found",
+                    "deadlock detected",
+                ]
+                .iter()
+                .any(|needle| text.contains(needle))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Applies one kind of events inside the consumer's transaction.
@@ -155,7 +183,8 @@ impl Processor {
     pub async fn process(&self, event: &Event) -> Result<Handled, DbErr> {
         let mut backoff = self.config.initial_backoff;
         let mut last_error = String::new();
-        for attempt in 1..=self.config.max_attempts.max(1) {
+        let mut attempt = 0;
+        while attempt < self.config.max_attempts.max(1) {
             match self.try_apply(event).await {
                 Ok(handled) => {
                     if handled == Handled::Applied {
@@ -163,7 +192,11 @@ impl Processor {
                     }
                     return Ok(handled);
                 }
+                Err(error) if error.is_transient() => {
+                    tracing::debug!(event_id = %event.event_id, %error, "transient failure; retrying");
+                }
                 Err(error) => {
+                    attempt += 1;
                     tracing::warn!(
                         event_id = %event.event_id,
                         event_type = %event.event_type,
@@ -173,12 +206,13 @@ impl Processor {
                         "event handler failed"
                     );
                     last_error = error.to_string();
+                    if attempt >= self.config.max_attempts {
+                        break;
+                    }
                 }
             }
-            if attempt < self.config.max_attempts {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(self.config.max_backoff);
-            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
         }
         self.dead_letter(event, &last_error).await?;
         tracing::error!(
@@ -441,6 +475,37 @@ mod tests {
         let (processor, handler) = processor(&db, 2);
         assert_eq!(processor.process(&event(1)).await, Ok(Handled::Applied));
         assert_eq!(handler.applied.load(Ordering::SeqCst), 1);
+    }
+
+    /// Fails transiently (a lost race, a busy database) a number of times, then applies.
+    struct Busy(AtomicU32);
+
+    impl EventHandler for Busy {
+        fn handle<'a>(
+            &'a self,
+            _txn: &'a DatabaseTransaction,
+            _event: &'a Event,
+        ) -> BoxFuture<'a, Result<(), HandlerError>> {
+            Box::pin(async move {
+                if self.0.load(Ordering::SeqCst) > 0 {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                    return Err(HandlerError::Transient("lost a race".into()));
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failures_never_dead_letter_an_event() {
+        let db = db().await;
+        let mut config = ConsumerConfig::new("test", "producer");
+        config.max_attempts = 2;
+        config.initial_backoff = Duration::from_millis(1);
+        config.max_backoff = Duration::from_millis(2);
+        let processor = Processor::new(db.clone(), config, Arc::new(Busy(AtomicU32::new(10))));
+        assert_eq!(processor.process(&event(1)).await, Ok(Handled::Applied));
+        assert_eq!(dead_letter::Entity::find().count(&db).await, Ok(0));
     }
 
     #[tokio::test]

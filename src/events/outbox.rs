@@ -122,7 +122,12 @@ impl Relay {
                 }
                 Ok(_) => backoff = Duration::from_millis(50),
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed; retrying");
+                    // SQLite's single writer makes "database is locked" routine here.
+                    if error.to_string().contains("database is locked") {
+                        tracing::debug!(%error, retry_in = ?backoff, "outbox relay waiting for the writer lock");
+                    } else {
+                        tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed; retrying");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;

@@ -81,6 +81,7 @@ fn ids(member_id: &str, item_id: &str) -> Result<(Uuid, Uuid), HandlerError> {
 fn rejected(error: RentalError) -> HandlerError {
     match error {
         RentalError::Database(db) => HandlerError::Database(db),
+        RentalError::Contended => HandlerError::Transient(error.to_string()),
         other => HandlerError::Rejected(other.to_string()),
     }
 }

@@ -300,7 +300,7 @@ async fn renting_puts_a_pending_item_on_a_new_card() {
 #[tokio::test]
 async fn two_members_racing_for_one_book_end_with_one_rental_and_one_compensated() {
     let mut mesh = start_mesh().await;
-    for _round in 0..3 {
+    for _round in 0..10 {
         let (first, second) = (mesh.member().await, mesh.member().await);
         let book = mesh.book("Contested").await;
         let (mut client_a, mut client_b) = (mesh.rental.clone(), mesh.rental.clone());
