@@ -333,7 +333,9 @@ pub async fn shutdown_signal() {
 ///    flight, instead of an unbounded queue that grows memory and latency;
 /// 3. deadline: the request's deadline (its `grpc-timeout`, capped by the server's request
 ///    timeout) is set for the handler, so its outgoing calls inherit what is left of it;
-/// 4. access log at DEBUG (`bookmesh::access`): method, gRPC status, latency.
+/// 4. trace context: the caller's `traceparent` is continued (or a trace started), so outgoing
+///    calls and outbox events of this request belong to its trace;
+/// 5. access log at DEBUG (`bookmesh::access`): method, gRPC status, latency, trace id.
 ///
 /// Health and reflection are outside it: probes must answer even when the service sheds load.
 #[derive(Clone)]
@@ -387,9 +389,22 @@ where
                 timeout.min(self.request_timeout)
             });
         let method = request.uri().path().to_owned();
+        // Continue the caller's trace, or start one.
+        let trace = request
+            .headers()
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::trace_context::TraceContext::parse)
+            .map_or_else(crate::trace_context::TraceContext::new_root, |caller| {
+                caller.child()
+            });
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = crate::deadline::scope(started + budget, response).await;
+            let response = crate::trace_context::scope(
+                trace,
+                crate::deadline::scope(started + budget, response),
+            )
+            .await;
             drop(permit);
             if let Ok(response) = &response {
                 let code = response
@@ -403,6 +418,7 @@ where
                     grpc_status = code,
                     latency_us = started.elapsed().as_micros() as u64,
                     budget_ms = budget.as_millis() as u64,
+                    trace_id = %trace.trace_id_hex(),
                     "served"
                 );
             }

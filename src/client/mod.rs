@@ -291,6 +291,9 @@ impl Upstream {
             }
             let mut request = Request::new(message.clone());
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            if let Ok(traceparent) = crate::trace_context::next_traceparent().parse() {
+                request.metadata_mut().insert("traceparent", traceparent);
+            }
             let in_flight = InFlight::start(replica.clone());
             let outcome =
                 tokio::time::timeout_at(deadline.into(), call(replica.channel(), request)).await;

@@ -185,7 +185,12 @@ impl Processor {
         let mut last_error = String::new();
         let mut attempt = 0;
         while attempt < self.config.max_attempts.max(1) {
-            match self.try_apply(event).await {
+            // The effect, and any event it publishes, continue the producing transaction's trace.
+            let trace = crate::trace_context::TraceContext::parse(&event.traceparent)
+                .map_or_else(crate::trace_context::TraceContext::new_root, |producer| {
+                    producer.child()
+                });
+            match crate::trace_context::scope(trace, self.try_apply(event)).await {
                 Ok(handled) => {
                     if handled == Handled::Applied {
                         self.handler.committed();

@@ -26,7 +26,8 @@ pub async fn append(db: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<
         aggregate_id: Set(event.aggregate_id),
         occurred_at: Set(now),
         payload: Set(event.payload),
-        traceparent: Set(String::new()),
+        // The trace of the transaction that produced the event, continued by its consumers.
+        traceparent: Set(crate::trace_context::next_traceparent()),
         tracestate: Set(String::new()),
         feed_sequence: Set(None),
         ..Default::default()
