@@ -10,6 +10,10 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::server::Readiness;
 
+/// Connections per service process: enough for its concurrency limit's database work without
+/// exhausting a shared database server when many replicas run.
+const MAX_CONNECTIONS: u32 = 16;
+
 /// Opens a lazy pool: no connection is made until first use, so a server can start, answer
 /// health checks with NOT_SERVING, and wait for a database that is still starting (as happens
 /// when a whole cluster comes up at once).
@@ -18,7 +22,7 @@ pub async fn connect_lazy(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .connect_lazy(true)
-        .max_connections(16)
+        .max_connections(MAX_CONNECTIONS)
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
@@ -59,6 +63,7 @@ pub fn spawn_readiness<M: MigratorTrait>(
         loop {
             ticker.tick().await;
             let answered = db.ping().await;
+            record_pool_metrics(&db);
             if let Err(error) = &answered {
                 tracing::warn!(%error, "database ping failed");
             }
@@ -105,4 +110,32 @@ pub fn timestamp_column(
         _ => column.timestamp_with_time_zone(),
     };
     column
+}
+
+/// Exports the pool's connections in use and idle (`bookmesh_db_pool_connections`).
+pub fn record_pool_metrics(db: &DatabaseConnection) {
+    // The getters below panic for another backend, so they are only called for the right one.
+    let (size, idle) = match db.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        sea_orm::DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        sea_orm::DbBackend::MySql => {
+            let pool = db.get_mysql_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => return,
+    };
+    let gauge = &crate::metrics::DB_POOL;
+    gauge
+        .with_label_values(&["used"])
+        .set(i64::from(size) - idle as i64);
+    gauge.with_label_values(&["idle"]).set(idle as i64);
+    gauge
+        .with_label_values(&["max"])
+        .set(i64::from(MAX_CONNECTIONS));
 }

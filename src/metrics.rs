@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The process-wide registry that `/metrics` renders.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -31,6 +31,136 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         Err(error) => panic!("invalid metric definition {name}: {error}"),
     }
 }
+
+fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    // Latency buckets from 1 ms to 10 s: gRPC calls on a mesh live in that range.
+    let buckets = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    match HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels) {
+        Ok(histogram) => register(histogram),
+        Err(error) => panic!("invalid metric definition {name}: {error}"),
+    }
+}
+
+/// Calls served, by service, method and gRPC status code (OpenTelemetry's `rpc.server.*`
+/// semantic conventions, in Prometheus form).
+pub static SERVER_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "rpc_server_requests_total",
+        "gRPC calls served, by service, method and status code",
+        &["rpc_service", "rpc_method", "rpc_grpc_status_code"],
+    )
+});
+
+/// Time to answer a call (until the response headers), by service and method.
+pub static SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "rpc_server_duration_seconds",
+        "Time to answer a gRPC call, by service and method",
+        &["rpc_service", "rpc_method"],
+    )
+});
+
+/// Calls being served right now.
+pub static SERVER_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "rpc_server_active_requests",
+        "gRPC calls being served now",
+        &["rpc_service"],
+    )
+});
+
+/// Outgoing calls (all attempts of one call), by upstream, method and final status code.
+pub static CLIENT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "rpc_client_requests_total",
+        "gRPC calls made to an upstream, by method and final status code",
+        &["upstream", "rpc_method", "rpc_grpc_status_code"],
+    )
+});
+
+/// Duration of outgoing calls, retries included.
+pub static CLIENT_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "rpc_client_duration_seconds",
+        "Duration of gRPC calls to an upstream, retries included",
+        &["upstream", "rpc_method"],
+    )
+});
+
+/// Outgoing calls in flight per upstream.
+pub static CLIENT_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "rpc_client_active_requests",
+        "gRPC calls to an upstream in flight now",
+        &["upstream"],
+    )
+});
+
+/// Outbox rows not yet published on the feed.
+pub static OUTBOX_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "bookmesh_outbox_unpublished_events",
+        "Committed outbox events not yet published",
+        &["producer"],
+    )
+});
+
+/// Age of the oldest unpublished outbox row.
+pub static OUTBOX_OLDEST_AGE: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    match prometheus::GaugeVec::new(
+        Opts::new(
+            "bookmesh_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest committed outbox event not yet published (0 when none)",
+        ),
+        &["producer"],
+    ) {
+        Ok(gauge) => register(gauge),
+        Err(error) => panic!("invalid metric definition: {error}"),
+    }
+});
+
+/// Events handled per subscription, by outcome (applied, duplicate, dead_lettered).
+pub static CONSUMER_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bookmesh_consumer_events_total",
+        "Events handled by a consumer, by outcome",
+        &["subscription", "outcome"],
+    )
+});
+
+/// Consumer lag in time: how old the last handled event was when it was handled.
+pub static CONSUMER_LAG: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    match prometheus::GaugeVec::new(
+        Opts::new(
+            "bookmesh_consumer_lag_seconds",
+            "Time between an event's commit at the producer and its handling, last event",
+        ),
+        &["subscription"],
+    ) {
+        Ok(gauge) => register(gauge),
+        Err(error) => panic!("invalid metric definition: {error}"),
+    }
+});
+
+/// Feed position of the last handled event.
+pub static CONSUMER_POSITION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "bookmesh_consumer_position",
+        "Feed sequence of the last event a consumer handled",
+        &["subscription"],
+    )
+});
+
+/// Database connections per state (in use, idle) and the pool's maximum.
+pub static DB_POOL: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "bookmesh_db_pool_connections",
+        "Database pool connections, by state (used, idle, max)",
+        &["state"],
+    )
+});
 
 /// Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.
 pub static CLIENT_BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {

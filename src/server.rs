@@ -398,20 +398,45 @@ where
             .map_or_else(crate::trace_context::TraceContext::new_root, |caller| {
                 caller.child()
             });
+        let rpc_method = method.rsplit('/').next().unwrap_or_default().to_owned();
+        // Every log line written while serving the call carries its trace (JSON logs include
+        // the current span's fields).
+        let span = tracing::info_span!(
+            "rpc",
+            rpc.service = S::NAME,
+            rpc.method = %rpc_method,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+        );
+        crate::metrics::SERVER_ACTIVE
+            .with_label_values(&[S::NAME])
+            .inc();
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = crate::trace_context::scope(
-                trace,
-                crate::deadline::scope(started + budget, response),
+            let response = tracing::Instrument::instrument(
+                crate::trace_context::scope(
+                    trace,
+                    crate::deadline::scope(started + budget, response),
+                ),
+                span,
             )
             .await;
             drop(permit);
+            crate::metrics::SERVER_ACTIVE
+                .with_label_values(&[S::NAME])
+                .dec();
             if let Ok(response) = &response {
                 let code = response
                     .headers()
                     .get("grpc-status")
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or("0");
+                crate::metrics::SERVER_REQUESTS
+                    .with_label_values(&[S::NAME, rpc_method.as_str(), code])
+                    .inc();
+                crate::metrics::SERVER_DURATION
+                    .with_label_values(&[S::NAME, rpc_method.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     target: "bookmesh::access",
                     %method,

@@ -82,7 +82,7 @@ async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
         prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
     };
     let producer_db = database(&dir, "producer").await;
-    let relay = Relay::new(producer_db.clone());
+    let relay = Relay::new("test", producer_db.clone());
     let events: Vec<NewEvent> = (0..5)
         .map(|i| NewEvent {
             event_type: "test.Event",

@@ -239,6 +239,37 @@ impl Upstream {
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
+        let method = method_name::<Req>();
+        let upstream = self.shared.config.name.as_str();
+        let started = Instant::now();
+        crate::metrics::CLIENT_ACTIVE
+            .with_label_values(&[upstream])
+            .inc();
+        let result = self.call_with_retries(idempotency, message, call).await;
+        crate::metrics::CLIENT_ACTIVE
+            .with_label_values(&[upstream])
+            .dec();
+        let code = result.as_ref().err().map_or(Code::Ok, Status::code) as i32;
+        crate::metrics::CLIENT_REQUESTS
+            .with_label_values(&[upstream, method, code.to_string().as_str()])
+            .inc();
+        crate::metrics::CLIENT_DURATION
+            .with_label_values(&[upstream, method])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn call_with_retries<Req, Resp, F, Fut>(
+        &self,
+        idempotency: Idempotency,
+        message: Req,
+        call: F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Fn(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
         let shared = &self.shared;
         let config = &shared.config;
         let own_deadline = Instant::now() + config.call_timeout;
@@ -419,6 +450,13 @@ impl Upstream {
     pub fn breaker_state(&self) -> BreakerState {
         self.shared.breaker.state(Instant::now())
     }
+}
+
+/// The RPC's name from its request type (`GetMemberRequest` → `GetMember`), for metrics.
+fn method_name<Req>() -> &'static str {
+    let name = std::any::type_name::<Req>();
+    let name = name.rsplit("::").next().unwrap_or(name);
+    name.strip_suffix("Request").unwrap_or(name)
 }
 
 /// Transparent retries per call: enough to skip a few dead replicas, bounded so a call whose

@@ -136,6 +136,30 @@ impl Processor {
         }
     }
 
+    /// Exports what happened to an event: outcome counts, position and lag.
+    fn record(&self, event: &Event, handled: Handled) {
+        let subscription = self.config.subscription();
+        let outcome = match handled {
+            Handled::Applied => "applied",
+            Handled::Duplicate => "duplicate",
+            Handled::DeadLettered => "dead_lettered",
+        };
+        crate::metrics::CONSUMER_EVENTS
+            .with_label_values(&[subscription.as_str(), outcome])
+            .inc();
+        crate::metrics::CONSUMER_POSITION
+            .with_label_values(&[subscription.as_str()])
+            .set(event.sequence);
+        if let Some(occurred) = &event.occurred_at {
+            let now = chrono::Utc::now();
+            let lag = now.timestamp() as f64 + f64::from(now.timestamp_subsec_nanos()) / 1e9
+                - (occurred.seconds as f64 + f64::from(occurred.nanos) / 1e9);
+            crate::metrics::CONSUMER_LAG
+                .with_label_values(&[subscription.as_str()])
+                .set(lag.max(0.0));
+        }
+    }
+
     /// `<consumer>:<producer>`, the key of this subscription's rows.
     pub fn subscription(&self) -> String {
         self.config.subscription()
@@ -190,11 +214,25 @@ impl Processor {
                 .map_or_else(crate::trace_context::TraceContext::new_root, |producer| {
                     producer.child()
                 });
-            match crate::trace_context::scope(trace, self.try_apply(event)).await {
+            // Log lines of the effect carry the event id and its trace.
+            let span = tracing::info_span!(
+                "consume",
+                event_id = %event.event_id,
+                event_type = %event.event_type,
+                trace_id = %trace.trace_id_hex(),
+                span_id = %trace.span_id_hex(),
+            );
+            let applied = tracing::Instrument::instrument(
+                crate::trace_context::scope(trace, self.try_apply(event)),
+                span,
+            )
+            .await;
+            match applied {
                 Ok(handled) => {
                     if handled == Handled::Applied {
                         self.handler.committed();
                     }
+                    self.record(event, handled);
                     return Ok(handled);
                 }
                 Err(error) if error.is_transient() => {
@@ -220,6 +258,7 @@ impl Processor {
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
         self.dead_letter(event, &last_error).await?;
+        self.record(event, Handled::DeadLettered);
         tracing::error!(
             event_id = %event.event_id,
             event_type = %event.event_type,

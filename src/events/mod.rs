@@ -101,7 +101,7 @@ pub fn start_producer(
     crate::server::EventFeedServer,
     tokio::task::JoinHandle<()>,
 ) {
-    let relay = outbox::Relay::new(db.clone());
+    let relay = outbox::Relay::new(producer, db.clone());
     let feed = feed::EventFeed::new(producer, db.clone(), relay.published(), readiness.clone());
     let nats = transport.nats();
     let task = {

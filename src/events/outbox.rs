@@ -44,14 +44,16 @@ pub async fn append(db: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<
 /// lets one win and the other retry.
 #[derive(Clone)]
 pub struct Relay {
+    producer: &'static str,
     db: DatabaseConnection,
     wake: Arc<Notify>,
     published: watch::Sender<i64>,
 }
 
 impl Relay {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(producer: &'static str, db: DatabaseConnection) -> Self {
         Self {
+            producer,
             db,
             wake: Arc::new(Notify::new()),
             published: watch::Sender::new(0),
@@ -102,6 +104,29 @@ impl Relay {
         Ok(pending.len())
     }
 
+    /// Exports the backlog: unpublished rows and the age of the oldest.
+    async fn record_backlog(&self) -> Result<(), DbErr> {
+        let (count, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) = outbox::Entity::find()
+            .select_only()
+            .column_as(outbox::Column::Id.count(), "count")
+            .column_as(outbox::Column::OccurredAt.min(), "oldest")
+            .filter(outbox::Column::FeedSequence.is_null())
+            .into_tuple()
+            .one(&self.db)
+            .await?
+            .unwrap_or((0, None));
+        crate::metrics::OUTBOX_BACKLOG
+            .with_label_values(&[self.producer])
+            .set(count);
+        let age = oldest.map_or(0.0, |oldest| {
+            (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        crate::metrics::OUTBOX_OLDEST_AGE
+            .with_label_values(&[self.producer])
+            .set(age);
+        Ok(())
+    }
+
     /// Runs forever: publishes whenever woken, and every `poll` anyway (rows written by other
     /// replicas do not wake this one). Failures are logged and retried with backoff.
     pub async fn run(self, poll: Duration) {
@@ -116,7 +141,11 @@ impl Relay {
             self.published.send_replace(last);
         }
         loop {
-            match self.publish_pending().await {
+            let published = self.publish_pending().await;
+            if let Err(error) = self.record_backlog().await {
+                tracing::debug!(%error, "cannot measure the outbox backlog");
+            }
+            match published {
                 Ok(n) if n > 0 => {
                     backoff = Duration::from_millis(50);
                     continue;
@@ -169,7 +198,7 @@ mod tests {
     async fn only_committed_events_are_published_in_order_without_gaps() {
         let db = Database::connect("sqlite::memory:").await.expect("sqlite");
         EventTables::up(&db, None).await.expect("migrate");
-        let relay = Relay::new(db.clone());
+        let relay = Relay::new("test", db.clone());
 
         let committed = db.begin().await.expect("begin");
         append(&committed, vec![new_event("a"), new_event("b")])
