@@ -389,25 +389,26 @@ where
                 timeout.min(self.request_timeout)
             });
         let method = request.uri().path().to_owned();
-        // Continue the caller's trace, or start one.
-        let trace = request
+        let rpc_method = method.rsplit('/').next().unwrap_or_default().to_owned();
+        // The server span continues the caller's trace (or starts one); every log line written
+        // while serving the call carries its ids (JSON logs include the current span's fields).
+        let caller = request
             .headers()
             .get("traceparent")
             .and_then(|value| value.to_str().ok())
-            .and_then(crate::trace_context::TraceContext::parse)
-            .map_or_else(crate::trace_context::TraceContext::new_root, |caller| {
-                caller.child()
-            });
-        let rpc_method = method.rsplit('/').next().unwrap_or_default().to_owned();
-        // Every log line written while serving the call carries its trace (JSON logs include
-        // the current span's fields).
+            .and_then(crate::trace_context::TraceContext::parse);
         let span = tracing::info_span!(
             "rpc",
+            otel.name = %method.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
             rpc.service = S::NAME,
             rpc.method = %rpc_method,
-            trace_id = %trace.trace_id_hex(),
-            span_id = %trace.span_id_hex(),
+            rpc.grpc.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        let trace = crate::telemetry::enter_trace(&span, caller);
         crate::metrics::SERVER_ACTIVE
             .with_label_values(&[S::NAME])
             .inc();
@@ -418,7 +419,7 @@ where
                     trace,
                     crate::deadline::scope(started + budget, response),
                 ),
-                span,
+                span.clone(),
             )
             .await;
             drop(permit);
@@ -434,6 +435,7 @@ where
                 crate::metrics::SERVER_REQUESTS
                     .with_label_values(&[S::NAME, rpc_method.as_str(), code])
                     .inc();
+                span.record("rpc.grpc.status_code", code);
                 crate::metrics::SERVER_DURATION
                     .with_label_values(&[S::NAME, rpc_method.as_str()])
                     .observe(started.elapsed().as_secs_f64());

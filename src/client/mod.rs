@@ -242,14 +242,32 @@ impl Upstream {
         let method = method_name::<Req>();
         let upstream = self.shared.config.name.as_str();
         let started = Instant::now();
+        // The client span: a child of the work in progress; its ids go out in `traceparent`.
+        let span = tracing::info_span!(
+            "call",
+            otel.name = %format!("{upstream}/{method}"),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.method = method,
+            peer.service = upstream,
+            rpc.grpc.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let trace = crate::telemetry::enter_trace(&span, crate::trace_context::current());
         crate::metrics::CLIENT_ACTIVE
             .with_label_values(&[upstream])
             .inc();
-        let result = self.call_with_retries(idempotency, message, call).await;
+        let result = tracing::Instrument::instrument(
+            crate::trace_context::scope(trace, self.call_with_retries(idempotency, message, call)),
+            span.clone(),
+        )
+        .await;
         crate::metrics::CLIENT_ACTIVE
             .with_label_values(&[upstream])
             .dec();
         let code = result.as_ref().err().map_or(Code::Ok, Status::code) as i32;
+        span.record("rpc.grpc.status_code", code);
         crate::metrics::CLIENT_REQUESTS
             .with_label_values(&[upstream, method, code.to_string().as_str()])
             .inc();
@@ -322,7 +340,11 @@ impl Upstream {
             }
             let mut request = Request::new(message.clone());
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            if let Ok(traceparent) = crate::trace_context::next_traceparent().parse() {
+            // The callee continues this call's span (the task-local set above).
+            let traceparent = crate::trace_context::current()
+                .map(|trace| trace.to_traceparent())
+                .unwrap_or_else(crate::trace_context::next_traceparent);
+            if let Ok(traceparent) = traceparent.parse() {
                 request.metadata_mut().insert("traceparent", traceparent);
             }
             let in_flight = InFlight::start(replica.clone());

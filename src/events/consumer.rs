@@ -209,18 +209,24 @@ impl Processor {
         let mut last_error = String::new();
         let mut attempt = 0;
         while attempt < self.config.max_attempts.max(1) {
-            // The effect, and any event it publishes, continue the producing transaction's trace.
-            let trace = crate::trace_context::TraceContext::parse(&event.traceparent)
-                .map_or_else(crate::trace_context::TraceContext::new_root, |producer| {
-                    producer.child()
-                });
-            // Log lines of the effect carry the event id and its trace.
+            // The consumer span continues the producing transaction's span; the effect's log
+            // lines and the events it publishes belong to it.
             let span = tracing::info_span!(
                 "consume",
+                otel.name = %format!("{} process", event.event_type),
+                otel.kind = "consumer",
+                messaging.system = "bookmesh",
+                messaging.destination.name = %event.producer,
+                messaging.consumer.group.name = %self.config.consumer,
+                messaging.message.id = %event.event_id,
                 event_id = %event.event_id,
                 event_type = %event.event_type,
-                trace_id = %trace.trace_id_hex(),
-                span_id = %trace.span_id_hex(),
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            let trace = crate::telemetry::enter_trace(
+                &span,
+                crate::trace_context::TraceContext::parse(&event.traceparent),
             );
             let applied = tracing::Instrument::instrument(
                 crate::trace_context::scope(trace, self.try_apply(event)),

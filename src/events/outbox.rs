@@ -26,8 +26,10 @@ pub async fn append(db: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<
         aggregate_id: Set(event.aggregate_id),
         occurred_at: Set(now),
         payload: Set(event.payload),
-        // The trace of the transaction that produced the event, continued by its consumers.
-        traceparent: Set(crate::trace_context::next_traceparent()),
+        // The span of the transaction that produced the event: its consumers continue it.
+        traceparent: Set(crate::trace_context::current()
+            .map(|trace| trace.to_traceparent())
+            .unwrap_or_else(crate::trace_context::next_traceparent)),
         tracestate: Set(String::new()),
         feed_sequence: Set(None),
         ..Default::default()
@@ -92,6 +94,21 @@ impl Relay {
         let mut next = last.unwrap_or(0);
         for row in &pending {
             next += 1;
+            // A producer span per published event, in the event's trace.
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = %format!("{} publish", self.producer),
+                otel.kind = "producer",
+                messaging.system = "bookmesh",
+                messaging.destination.name = self.producer,
+                messaging.message.id = %row.event_id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            crate::telemetry::enter_trace(
+                &span,
+                crate::trace_context::TraceContext::parse(&row.traceparent),
+            );
             outbox::Entity::update_many()
                 .col_expr(outbox::Column::FeedSequence, Expr::value(next))
                 .filter(outbox::Column::Id.eq(row.id))

@@ -21,7 +21,8 @@ pub use config::Config;
 
 /// Binds the configured address and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServeError> {
-    bookmesh::telemetry::init_logging(config.server.log_format);
+    // Kept until the server stops, so pending spans are flushed on the way out.
+    let _telemetry = bookmesh::telemetry::init("book", config.server.log_format);
     config.log();
     let listener = TcpListener::bind(config.listen).await?;
     serve(config, listener).await
