@@ -180,6 +180,8 @@ fn start(
             "BOOKMESH_BOOK_ENDPOINTS",
             format!("http://{}:{}", args.host, SERVICES[0].port),
         )
+        // Each service names itself in traces; one OTEL_SERVICE_NAME for all would merge them.
+        .env_remove("OTEL_SERVICE_NAME")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
