@@ -13,7 +13,7 @@ help: ## List the tasks
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## Build every service binary and the launcher (debug)
+build: ## Build every binary (services, launcher, tools); the process tests run these binaries
 	$(CARGO) build --workspace --bins
 
 .PHONY: run
@@ -21,18 +21,18 @@ run: build ## Start the whole mesh on its default ports (SQLite under ./data); C
 	$(CARGO) run --quiet -p bookmesh-launcher -- --data-dir data
 
 .PHONY: test
-test: ## Run every test that needs no external server (unit, domain, gRPC integration on SQLite)
+test: build ## Run every test that needs no external server (unit, domain, gRPC integration on SQLite)
 	$(CARGO) test --workspace
 
 .PHONY: test-db
-test-db: ## Run the persistence suites against the local PostgreSQL and MariaDB
+test-db: build ## Run the persistence suites against the local PostgreSQL and MariaDB
 	scripts/drop-test-databases.sh
 	BOOKMESH_TEST_DB=postgres $(CARGO) test --workspace --tests
 	BOOKMESH_TEST_DB=mysql $(CARGO) test --workspace --tests
 	scripts/drop-test-databases.sh
 
 .PHONY: test-nats
-test-nats: ## Run the event conformance suites on NATS JetStream (the local nats-server)
+test-nats: build ## Run the event conformance suites on NATS JetStream (the local nats-server)
 	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
 	BOOKMESH_TEST_TRANSPORT=nats $(CARGO) test -p rental-service --test rental_api
 	BOOKMESH_TEST_TRANSPORT=nats $(CARGO) test -p bookmesh-mesh-tests --test saga_consistency
