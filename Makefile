@@ -39,6 +39,16 @@ test-nats: build ## Run the event conformance suites on NATS JetStream (the loca
 	$(CARGO) test -p bookmesh-mesh-tests --test jetstream -- --ignored
 	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
 
+.PHONY: clients
+clients: ## Generate the Python client from proto/ into clients/python/generated
+	python3 -m venv $(TOOLS)/pyclient
+	$(TOOLS)/pyclient/bin/pip install --quiet --disable-pip-version-check -r clients/python/requirements.lock
+	PYTHON=$(TOOLS)/pyclient/bin/python clients/python/generate.sh
+
+.PHONY: test-clients
+test-clients: build ## Run the Python client's suite (and its feed consumer) against the real mesh
+	clients/python/run-tests.sh
+
 .PHONY: smoke
 smoke: build tools ## Start the mesh and drive it with the real grpcurl, README walkthrough included
 	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" tests/smoke/grpcurl-smoke.sh
