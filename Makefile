@@ -40,14 +40,16 @@ test-nats: build ## Run the event conformance suites on NATS JetStream (the loca
 	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
 
 .PHONY: clients
-clients: ## Generate the Python client from proto/ into clients/python/generated
+clients: tools ## Generate the Python and TypeScript clients from proto/ (git-ignored output)
 	python3 -m venv $(TOOLS)/pyclient
 	$(TOOLS)/pyclient/bin/pip install --quiet --disable-pip-version-check -r clients/python/requirements.lock
 	PYTHON=$(TOOLS)/pyclient/bin/python clients/python/generate.sh
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent generate
 
 .PHONY: test-clients
-test-clients: build ## Run the Python client's suite (and its feed consumer) against the real mesh
+test-clients: build tools ## Run the Python and TypeScript client suites (and the Python feed consumer) against the real mesh
 	clients/python/run-tests.sh
+	clients/typescript/run-tests.sh
 
 .PHONY: smoke
 smoke: build tools ## Start the mesh and drive it with the real grpcurl, README walkthrough included
