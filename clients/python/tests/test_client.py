@@ -3,13 +3,15 @@ deadlines, and the feed consumer resuming from its cursor."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 
 import grpc
 import pytest
 
-import consumer
 import example
 from bookmesh.member.v1 import member_pb2
 from bookmesh.rental.v1 import rental_pb2
@@ -63,14 +65,24 @@ def test_unavailable_is_retried_then_reported():
         dead.close()
 
 
-def test_the_consumer_resumes_after_its_cursor(mesh, tmp_path, capsys):
-    example.rental_story(mesh)  # makes sure there are events
-    capsys.readouterr()  # forget the story's own output
+def run_consumer(cursor: str, events: int) -> list[int]:
+    """Runs consumer.py as its own process (a real restart each time); returns the sequences."""
+    script = os.path.join(os.path.dirname(__file__), "..", "consumer.py")
+    finished = subprocess.run(
+        [sys.executable, script, "--cursor", cursor, "--max-events", str(events)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=os.environ.copy(),
+    )
+    return [int(line.split()[0][1:]) for line in finished.stdout.splitlines()]
+
+
+def test_the_consumer_resumes_after_its_cursor(mesh, tmp_path):
+    example.rental_story(mesh)  # makes sure there are events on the rental feed
     cursor = str(tmp_path / "rentals.cursor")
-    assert consumer.follow(mesh, cursor, max_events=3) == 3
-    first = capsys.readouterr().out.splitlines()
-    assert consumer.follow(mesh, cursor, max_events=2) == 2
-    second = capsys.readouterr().out.splitlines()
-    sequences = [int(line.split()[0][1:]) for line in first + second]
-    assert sequences == list(range(sequences[0], sequences[0] + 5)), "in order, nothing twice, nothing skipped"
-    assert sequences[0] == 1
+    first = run_consumer(cursor, 3)
+    second = run_consumer(cursor, 2)  # a new process, resuming from the cursor file
+    sequences = first + second
+    assert sequences == list(range(1, 6)), "in order, nothing twice, nothing skipped"
