@@ -164,7 +164,19 @@ async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
         .await
         .expect("rent");
 
-    // Wait for the whole saga's spans: the last step is bestbook counting RentConfirmed.
+    // Every span the trace must have; exports arrive in batches, so wait until all are in.
+    let expected: [(&str, i32, &str); 10] = [
+        ("rental", SERVER, "RentalService/RentBook"),
+        ("rental", CLIENT, "member/GetMember"),
+        ("rental", CLIENT, "book/GetBook"),
+        ("member", SERVER, "MemberService/GetMember"),
+        ("book", SERVER, "BookService/GetBook"),
+        ("rental", PRODUCER, "rental publish"),
+        ("book", CONSUMER, "ItemRented process"),
+        ("member", CONSUMER, "ItemRented process"),
+        ("rental", CONSUMER, "BookReserved process"),
+        ("bestbook", CONSUMER, "RentConfirmed process"),
+    ];
     let spans = eventually("the saga's spans", Duration::from_secs(30), || {
         let receiver = receiver.clone();
         async move {
@@ -176,9 +188,13 @@ async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
                 .filter(|s| s.trace_id == trace_id)
                 .cloned()
                 .collect();
-            spans
+            expected
                 .iter()
-                .any(|s| s.service == "bestbook" && s.name.contains("RentConfirmed"))
+                .all(|(service, kind, name)| {
+                    spans
+                        .iter()
+                        .any(|s| s.service == *service && s.kind == *kind && s.name.contains(name))
+                })
                 .then_some(spans)
         }
     })

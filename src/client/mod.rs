@@ -375,19 +375,27 @@ impl Upstream {
                 )),
             };
             let code = status.code();
+            // A replica that fails while others are healthy is that replica's problem (it is
+            // leaving, draining or restarting), not an outage of the upstream.
+            let replica_local = code == Code::Unavailable
+                && !replica.is_ejected(Instant::now())
+                && self.has_other_healthy_replica(&replica);
             if code == Code::Unavailable {
                 // Refused, draining or starting: send nothing there for a while, and look again
                 // at what the name resolves to.
                 replica.eject(Instant::now() + config.eject_duration);
                 shared.refresh.notify_one();
             }
-            if never_left_the_client(&status) && transparent_retries < MAX_TRANSPARENT_RETRIES {
-                // gRFC A6 transparent retry: the call never reached a server (the connection
-                // failed), so another replica may take it at once, even a non-idempotent one,
-                // without counting against the retry budget or the breaker.
+            let never_sent = never_left_the_client(&status);
+            let failover = never_sent || (replica_local && idempotency == Idempotency::Idempotent);
+            if failover && transparent_retries < MAX_TRANSPARENT_RETRIES {
+                // Transparent retry on another replica, without charging the retry budget or
+                // the breaker: a call that never reached a server (gRFC A6; safe even when not
+                // idempotent), or an idempotent call that a single leaving replica refused.
+                // Upstream-wide failures still go through the budget below.
                 transparent_retries += 1;
                 attempt -= 1;
-                tracing::debug!(upstream = %config.name, %status, "connection failed; trying another replica");
+                tracing::debug!(upstream = %config.name, %status, never_sent, "trying another replica");
                 continue;
             }
             shared
@@ -411,6 +419,16 @@ impl Upstream {
             tracing::debug!(upstream = %config.name, attempt, ?backoff, %status, "retrying");
             tokio::time::sleep(backoff).await;
         }
+    }
+
+    fn has_other_healthy_replica(&self, failed: &Arc<Replica>) -> bool {
+        let now = Instant::now();
+        self.shared
+            .replicas
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|replica| !Arc::ptr_eq(replica, failed) && !replica.is_ejected(now))
     }
 
     /// Power of two choices on in-flight calls among replicas that are not ejected (all of
