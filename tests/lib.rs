@@ -27,12 +27,23 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A port free on every loopback address right now (bound on 127.0.0.1 and released).
+/// A port free on every loopback address right now (bound on 127.0.0.1 and released), never
+/// the same twice in one test process: the kernel may hand a released port out again, and two
+/// services told to listen on one port would leave one of them dead and the other answering
+/// its calls.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let mut handed_out = HANDED_OUT.lock().expect("ports");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A service running as its own process, with its output kept for assertions.
