@@ -5,25 +5,47 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 launcher_pid=""
-cleanup() {
+stop_mesh() {
   if [[ -n "$launcher_pid" ]]; then
     kill -TERM "$launcher_pid" 2>/dev/null || true
     wait "$launcher_pid" 2>/dev/null || true
+    launcher_pid=""
   fi
-  rm -rf "$work"
 }
-trap cleanup EXIT
+trap 'stop_mesh; rm -rf "$work"' EXIT
 
 target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-"$target_dir/debug/bookmesh-launcher" --data-dir "$work/data" >"$work/launcher.log" 2>&1 &
-launcher_pid=$!
-deadline=$((SECONDS + 90))
-until grep -q "bookmesh is up" "$work/launcher.log"; do
-  if ! kill -0 "$launcher_pid" 2>/dev/null || ((SECONDS > deadline)); then
-    tail -n 40 "$work/launcher.log" >&2
-    echo "the mesh did not start" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
+
+# The default ports lie in Linux's ephemeral range, so a passing outgoing connection can hold
+# one for a moment: wait for them to be free, and try a second time if the start still fails.
+ports_free() {
+  for port in 50051 50052 50053 50054; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 1; fi
+  done
+}
+start_mesh() {
+  local deadline=$((SECONDS + 30))
+  until ports_free; do
+    ((SECONDS < deadline)) || { echo "ports 50051-50054 stay busy" >&2; return 1; }
+    sleep 0.5
+  done
+  rm -rf "$work/data"
+  "$target_dir/debug/bookmesh-launcher" --data-dir "$work/data" >"$work/launcher.log" 2>&1 &
+  launcher_pid=$!
+  deadline=$((SECONDS + 90))
+  until grep -q "bookmesh is up" "$work/launcher.log"; do
+    if ! kill -0 "$launcher_pid" 2>/dev/null || ((SECONDS > deadline)); then
+      # The launcher's own lines and the services' errors, without backtraces.
+      grep -vE '^\s+([0-9]+: |at )' "$work/launcher.log" | tail -n 40 >&2
+      stop_mesh
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+if ! start_mesh; then
+  echo "the mesh did not start; trying once more" >&2
+  sleep 2
+  start_mesh || { echo "the mesh did not start" >&2; exit 1; }
+fi
 "$@"

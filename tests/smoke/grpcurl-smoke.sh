@@ -23,7 +23,7 @@ trap cleanup EXIT
 fail() {
   echo "SMOKE FAIL: $*" >&2
   echo "--- launcher log (last 40 lines) ---" >&2
-  tail -n 40 "$log" >&2 || true
+  grep -vE '^\s+([0-9]+: |at )' "$log" | tail -n 40 >&2 || true
   exit 1
 }
 
