@@ -515,3 +515,20 @@ where
     }
     served
 }
+
+/// Binds the listening socket, retrying for a few seconds while the address is in use: a port
+/// in the kernel's ephemeral range (50051-50054 are) can be taken for a moment as the source
+/// port of an outgoing connection, such as another service's first connection attempt.
+pub async fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(address).await {
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts < 25 => {
+                attempts += 1;
+                tracing::warn!(%address, %error, "address in use; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            bound => return bound,
+        }
+    }
+}

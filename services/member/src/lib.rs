@@ -24,7 +24,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Kept until the server stops, so pending spans are flushed on the way out.
     let _telemetry = bookmesh::telemetry::init("member", config.server.log_format);
     config.log();
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = bookmesh::server::bind(config.listen).await?;
     serve(config, listener).await
 }
 
