@@ -37,6 +37,7 @@ start_mesh() {
     if ! kill -0 "$launcher_pid" 2>/dev/null || ((SECONDS > deadline)); then
       # The launcher's own lines and the services' errors, without backtraces.
       grep -vE '^\s+([0-9]+: |at )' "$work/launcher.log" | tail -n 40 >&2
+      cp "$work/launcher.log" "${TMPDIR:-/tmp}/bookmesh-launcher-failed.log" 2>/dev/null || true
       stop_mesh
       return 1
     fi

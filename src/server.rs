@@ -533,13 +533,24 @@ where
     served
 }
 
-/// Binds the listening socket, retrying for a few seconds while the address is in use: a port
-/// in the kernel's ephemeral range (50051-50054 are) can be taken for a moment as the source
-/// port of an outgoing connection, such as another service's first connection attempt.
+/// Binds the listening socket with `SO_REUSEADDR` (a restarted server must not wait for the
+/// TIME_WAIT sockets of its previous life, nor for those of connections that happened to use its
+/// port as their ephemeral source port: 50051-50054 lie in Linux's ephemeral range), retrying
+/// for a few seconds while the address is really in use.
 pub async fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(1024)
+    };
     let mut attempts = 0;
     loop {
-        match TcpListener::bind(address).await {
+        match listen() {
             Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts < 25 => {
                 attempts += 1;
                 tracing::warn!(%address, %error, "address in use; retrying");
