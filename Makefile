@@ -8,6 +8,7 @@ GRPCURL := $(TOOLS)/venv/bin/grpcurl
 
 .DEFAULT_GOAL := help
 
+
 .PHONY: help
 help: ## List the tasks
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,8 +28,10 @@ test: build ## Run every test that needs no external server (unit, domain, gRPC 
 .PHONY: test-db
 test-db: build ## Run the persistence suites against the local PostgreSQL and MariaDB
 	scripts/drop-test-databases.sh
-	BOOKMESH_TEST_DB=postgres $(CARGO) test --workspace --tests
-	BOOKMESH_TEST_DB=mysql $(CARGO) test --workspace --tests
+	for engine in postgres mysql; do \
+	  BOOKMESH_TEST_DB=$$engine $(CARGO) test -p book-service -p member-service -p rental-service --tests && \
+	  BOOKMESH_TEST_DB=$$engine $(CARGO) test -p bookmesh-mesh-tests --test server_runtime || exit 1; \
+	done
 	scripts/drop-test-databases.sh
 
 .PHONY: test-nats
