@@ -32,7 +32,7 @@ start_mesh() {
   rm -rf "$work/data"
   "$target_dir/debug/bookmesh-launcher" --data-dir "$work/data" >"$work/launcher.log" 2>&1 &
   launcher_pid=$!
-  deadline=$((SECONDS + 90))
+  deadline=$((SECONDS + 150))
   until grep -q "bookmesh is up" "$work/launcher.log"; do
     if ! kill -0 "$launcher_pid" 2>/dev/null || ((SECONDS > deadline)); then
       # The launcher's own lines and the services' errors, without backtraces.

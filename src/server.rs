@@ -534,9 +534,10 @@ where
 }
 
 /// Binds the listening socket with `SO_REUSEADDR` (a restarted server must not wait for the
-/// TIME_WAIT sockets of its previous life, nor for those of connections that happened to use its
-/// port as their ephemeral source port: 50051-50054 lie in Linux's ephemeral range), retrying
-/// for a few seconds while the address is really in use.
+/// TIME_WAIT sockets of its previous life), retrying while the address is in use: 50051-50054
+/// lie in Linux's ephemeral range, and a client connection that used one as its source port
+/// holds it in TIME_WAIT for up to a minute (reserve the ports with
+/// `net.ipv4.ip_local_reserved_ports` to avoid the wait altogether).
 pub async fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let listen = || -> std::io::Result<TcpListener> {
         let socket = if address.is_ipv4() {
@@ -551,7 +552,7 @@ pub async fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener>
     let mut attempts = 0;
     loop {
         match listen() {
-            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts < 25 => {
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts < 350 => {
                 attempts += 1;
                 tracing::warn!(%address, %error, "address in use; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;

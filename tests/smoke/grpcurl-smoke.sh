@@ -48,10 +48,10 @@ done
 
 "$launcher" --data-dir "$work/data" >"$log" 2>&1 &
 launcher_pid=$!
-deadline=$((SECONDS + 90))
+deadline=$((SECONDS + 150))
 until grep -q "bookmesh is up" "$log"; do
   kill -0 "$launcher_pid" 2>/dev/null || fail "launcher exited during start-up"
-  ((SECONDS < deadline)) || fail "mesh not up within 90s"
+  ((SECONDS < deadline)) || fail "mesh not up within 150s"
   sleep 0.2
 done
 echo "ok - mesh up"

@@ -37,7 +37,7 @@ struct Args {
     host: String,
 
     /// Longest wait for every service to report SERVING.
-    #[arg(long, default_value = "60")]
+    #[arg(long, default_value = "120")]
     ready_timeout_secs: u64,
 
     /// Longest wait for the services to exit after the stop signal before killing them.
