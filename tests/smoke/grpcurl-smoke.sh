@@ -116,10 +116,12 @@ check "read model: the best-seller ranking shows the rental" '"title": "Dune"' "
 # The race: exactly one member gets the copy; the other was refused or compensated.
 read -r rival_id copy_id <<<"$(sed -n 's/^RACE=//p' <<<"$output")"
 [[ -n "$rival_id" && -n "$copy_id" ]] || fail "the race block did not run"
-settled() { # settled MEMBER: the member's state for the copy, once no longer pending
-  grpcurl -plaintext -d "{\"member_id\": \"$1\"}" localhost:50053 \
-    bookmesh.rental.v1.RentalService/GetRentalCard 2>/dev/null |
-    jq -r --arg copy "$copy_id" '[.rentalCard | (.rentedItems // []) + (.canceledItems // []) | .[] | select(.bookId == $copy) | .state] | first // "NONE"'
+settled() { # settled MEMBER: the member's state for the copy (NONE: never on their card)
+  local card
+  # A member refused up front may have no card at all (NOT_FOUND).
+  card=$(grpcurl -plaintext -d "{\"member_id\": \"$1\"}" localhost:50053 \
+    bookmesh.rental.v1.RentalService/GetRentalCard 2>/dev/null) || { echo NONE; return; }
+  jq -r --arg copy "$copy_id" '[.rentalCard | (.rentedItems // []) + (.canceledItems // []) | .[] | select(.bookId == $copy) | .state] | first // "NONE"' <<<"$card"
 }
 until a=$(settled "$member_id") && b=$(settled "$rival_id") &&
   [[ "$a" != ITEM_STATE_PENDING && "$b" != ITEM_STATE_PENDING ]]; do
