@@ -135,40 +135,16 @@ impl Mesh {
             .map(|r| r.into_inner().rental_card.expect("card"))
     }
 
-    /// Waits until the saga settled the item for `book_id` in `state`.
-    async fn wait_for_item(&self, member_id: &str, book_id: &str, state: ItemState) -> RentalCard {
+    /// Waits until an item of the member's card for `book_id` satisfies `wanted`; returns the card.
+    async fn wait_for_card(
+        &self,
+        member_id: &str,
+        book_id: &str,
+        what: &str,
+        wanted: impl Fn(ItemState) -> bool + Copy,
+    ) -> RentalCard {
         let rental = self.rental.clone();
-        eventually(
-            &format!("{book_id} {state:?}"),
-            Duration::from_secs(20),
-            || {
-                let mut rental = rental.clone();
-                async move {
-                    let card = rental
-                        .get_rental_card(GetRentalCardRequest {
-                            member_id: member_id.into(),
-                        })
-                        .await
-                        .ok()?
-                        .into_inner()
-                        .rental_card?;
-                    let found = card
-                        .rented_items
-                        .iter()
-                        .chain(&card.returned_items)
-                        .chain(&card.canceled_items)
-                        .any(|item| item.book_id == book_id && item.state() == state);
-                    found.then_some(card)
-                }
-            },
-        )
-        .await
-    }
-
-    /// Waits until the item for `book_id` left PENDING (RENTED or CANCELED).
-    async fn wait_for_item_settled(&self, member_id: &str, book_id: &str) -> RentalCard {
-        let rental = self.rental.clone();
-        eventually("item settled", Duration::from_secs(20), || {
+        eventually(what, Duration::from_secs(20), || {
             let mut rental = rental.clone();
             async move {
                 let card = rental
@@ -179,16 +155,29 @@ impl Mesh {
                     .ok()?
                     .into_inner()
                     .rental_card?;
-                let settled = card
+                let found = card
                     .rented_items
                     .iter()
+                    .chain(&card.returned_items)
                     .chain(&card.canceled_items)
-                    .any(|item| {
-                        item.book_id == book_id
-                            && matches!(item.state(), ItemState::Rented | ItemState::Canceled)
-                    });
-                settled.then_some(card)
+                    .any(|item| item.book_id == book_id && wanted(item.state()));
+                found.then_some(card)
             }
+        })
+        .await
+    }
+
+    /// Waits until the saga settled the item for `book_id` in `state`.
+    async fn wait_for_item(&self, member_id: &str, book_id: &str, state: ItemState) -> RentalCard {
+        let what = format!("{book_id} {state:?}");
+        self.wait_for_card(member_id, book_id, &what, |s| s == state)
+            .await
+    }
+
+    /// Waits until the item for `book_id` left PENDING (RENTED or CANCELED).
+    async fn wait_for_item_settled(&self, member_id: &str, book_id: &str) -> RentalCard {
+        self.wait_for_card(member_id, book_id, "item settled", |s| {
+            matches!(s, ItemState::Rented | ItemState::Canceled)
         })
         .await
     }
