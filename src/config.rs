@@ -340,6 +340,13 @@ pub struct EventArgs {
     /// Prefix of the JetStream stream names and subjects.
     #[arg(long, env = "BOOKMESH_NATS_PREFIX", default_value = "bookmesh")]
     pub nats_prefix: String,
+
+    /// Consume every event in this replica, through its own durable consumer named after this
+    /// value (Kubernetes passes the pod name), instead of sharing the service's consumer with
+    /// the other replicas. For services whose state lives in the pod (the best-seller read
+    /// model): with a shared consumer each replica would see only part of the events.
+    #[arg(long, env = "BOOKMESH_NATS_REPLICA_CONSUMER")]
+    pub nats_replica_consumer: Option<String>,
 }
 
 /// The event transport.
@@ -355,6 +362,7 @@ impl Default for EventArgs {
             event_transport: EventTransport::Feed,
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_prefix: "bookmesh".into(),
+            nats_replica_consumer: None,
         }
     }
 }
@@ -373,6 +381,7 @@ impl EventArgs {
             nats_url: std::env::var("BOOKMESH_TEST_NATS_URL")
                 .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
             nats_prefix: prefix.to_owned(),
+            nats_replica_consumer: None,
         }
     }
 
@@ -380,6 +389,7 @@ impl EventArgs {
         (self.event_transport == EventTransport::Nats).then(|| crate::events::nats::NatsSettings {
             url: self.nats_url.clone(),
             prefix: self.nats_prefix.clone(),
+            replica: self.nats_replica_consumer.clone(),
         })
     }
 }

@@ -135,6 +135,11 @@ where
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health_reporter.set_not_serving::<S>().await;
+    // `liveness` answers SERVING for as long as the process serves at all: a liveness probe
+    // must not restart a pod that is merely waiting for its database (restarting cannot help).
+    health_reporter
+        .set_service_status(LIVENESS_NAME, ServingStatus::Serving)
+        .await;
 
     let mut extra_names = Vec::new();
     if events.feed.is_some() {
@@ -274,6 +279,9 @@ pub struct EventServices {
     pub dead_letters: Option<DeadLetterServer>,
 }
 
+/// The health-service name that reports whether the process is alive (for liveness and
+/// startup probes), as opposed to "" and the service's own name, which report readiness.
+pub const LIVENESS_NAME: &str = "liveness";
 const EVENT_FEED_NAME: &str = "bookmesh.events.v1.EventFeedService";
 const DEAD_LETTER_NAME: &str = "bookmesh.events.v1.DeadLetterService";
 

@@ -233,10 +233,16 @@ pub async fn connect(url: &str) -> Result<tonic::transport::Channel, tonic::tran
 
 /// Overall health status of the server at `url`, or `None` if it cannot be reached.
 pub async fn health_status(url: &str) -> Option<ServingStatus> {
+    service_health_status(url, "").await
+}
+
+/// The health status one health-service name reports (`""` for the whole server,
+/// `liveness` for the process); `None` when the server does not answer.
+pub async fn service_health_status(url: &str, service: &str) -> Option<ServingStatus> {
     let mut client = HealthClient::new(connect(url).await.ok()?);
     let response = client
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: service.to_owned(),
         })
         .await
         .ok()?;

@@ -11,6 +11,7 @@ use bookmesh::events::outbox::{Relay, append};
 use bookmesh::events::tables::CreateEventTables;
 use bookmesh::events::{Event, NewEvent};
 use bookmesh::server::Readiness;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use sea_orm_migration::MigratorTrait;
@@ -80,6 +81,7 @@ async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
         url: std::env::var("BOOKMESH_TEST_NATS_URL")
             .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        replica: None,
     };
     let producer_db = database(&dir, "producer").await;
     let relay = Relay::new("test", producer_db.clone());
@@ -140,6 +142,93 @@ async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
     consumer.abort();
     assert_eq!(handler.0.load(Ordering::SeqCst), 5);
     js.delete_stream(settings.stream_name("test"))
+        .await
+        .expect("clean up");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server with JetStream: make test-nats"]
+async fn replicas_with_their_own_consumers_each_apply_every_event() {
+    // The best-seller read model lives in each pod: every replica must see every event, which
+    // a shared (competing) durable consumer would split between them.
+    let dir = std::env::temp_dir().join(format!("bookmesh-js-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let shared = NatsSettings {
+        url: std::env::var("BOOKMESH_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        replica: None,
+    };
+    let producer_db = database(&dir, "producer").await;
+    let relay = Relay::new("test", producer_db.clone());
+    let events: Vec<NewEvent> = (0..6)
+        .map(|i| NewEvent {
+            event_type: "test.Event",
+            aggregate_id: format!("a{i}"),
+            payload: vec![i],
+        })
+        .collect();
+    append(&producer_db, events).await.expect("append");
+    assert_eq!(relay.publish_pending().await, Ok(6));
+    publish_until(&producer_db, &shared, &relay, 6).await;
+
+    let mut replicas = Vec::new();
+    for pod in ["bestbook-7d9f-a.x", "bestbook-7d9f-b"] {
+        let settings = NatsSettings {
+            replica: Some(pod.into()),
+            ..shared.clone()
+        };
+        let handler = Arc::new(Counting(AtomicU32::new(0)));
+        let processor = Arc::new(Processor::new(
+            database(&dir, pod).await,
+            ConsumerConfig::new("ranking", "test"),
+            handler.clone(),
+        ));
+        let readiness = Readiness::new();
+        readiness.set_serving(true);
+        let task = tokio::spawn(run_consumer(
+            processor.clone(),
+            settings.clone(),
+            "ranking".into(),
+            "test".into(),
+            readiness,
+        ));
+        replicas.push((settings, handler, processor, task));
+    }
+    for (settings, handler, processor, _) in &replicas {
+        let replica = settings.replica.clone().unwrap_or_default();
+        bookmesh::testing::eventually(&replica, Duration::from_secs(20), || async {
+            (processor.position().await.ok()? == 6).then_some(())
+        })
+        .await;
+        assert_eq!(handler.0.load(Ordering::SeqCst), 6, "{replica}");
+    }
+
+    let js = async_nats::jetstream::new(
+        async_nats::connect(shared.url.as_str())
+            .await
+            .expect("nats"),
+    );
+    let stream = js
+        .get_stream(shared.stream_name("test"))
+        .await
+        .expect("stream");
+    let mut names: Vec<String> = stream
+        .consumer_names()
+        .map(|name| name.expect("consumer name"))
+        .collect()
+        .await;
+    names.sort();
+    // One durable consumer per replica; the dot NATS forbids in names is replaced.
+    assert_eq!(
+        names,
+        ["ranking-bestbook-7d9f-a-x", "ranking-bestbook-7d9f-b"]
+    );
+    for (_, _, _, task) in replicas {
+        task.abort();
+    }
+    js.delete_stream(shared.stream_name("test"))
         .await
         .expect("clean up");
     let _ = std::fs::remove_dir_all(dir);

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use bookmesh::testing::{RunningServer, TestDatabase, connect, health_status};
+use bookmesh::testing::{
+    RunningServer, TestDatabase, connect, health_status, service_health_status,
+};
 use futures::StreamExt;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -182,6 +184,11 @@ async fn without_its_database_a_server_is_not_serving_and_refuses_calls() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status, ServingStatus::NotServing);
+    // Alive though not ready: a liveness probe must not restart it while the database is away.
+    assert_eq!(
+        service_health_status(&server.url(), bookmesh::server::LIVENESS_NAME).await,
+        Some(ServingStatus::Serving)
+    );
 
     let mut client =
         bookmesh::proto::member::v1::member_service_client::MemberServiceClient::connect(

@@ -35,9 +35,34 @@ pub struct NatsSettings {
     pub url: String,
     /// Prefix of stream names and subjects; tests use a unique one each.
     pub prefix: String,
+    /// Set when each replica keeps its own copy of the consumer's state (a read model in the
+    /// pod): the replica then reads every event through its own durable consumer instead of
+    /// competing with its siblings for a shared one.
+    pub replica: Option<String>,
 }
 
 impl NatsSettings {
+    /// The durable consumer `consumer` reads through: the service's shared one, or this
+    /// replica's own (`<consumer>-<replica>`, with characters NATS forbids in names replaced).
+    pub fn durable_name(&self, consumer: &str) -> String {
+        match &self.replica {
+            None => consumer.to_owned(),
+            Some(replica) => {
+                let replica: String = replica
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect();
+                format!("{consumer}-{replica}")
+            }
+        }
+    }
+
     pub fn stream_name(&self, producer: &str) -> String {
         format!("{}_{}", self.prefix.to_uppercase(), producer.to_uppercase())
     }
@@ -146,8 +171,12 @@ pub async fn run_publisher(
     }
 }
 
-/// Consumes `producer`'s stream with a durable consumer named after the consuming service,
-/// until the service stops.
+/// How long a replica's own durable consumer survives without a pull (see
+/// [`NatsSettings::replica`]).
+const REPLICA_CONSUMER_INACTIVE_THRESHOLD: Duration = Duration::from_secs(15 * 60);
+
+/// Consumes `producer`'s stream with a durable consumer named after the consuming service
+/// (or after this replica, see [`NatsSettings::replica`]), until the service stops.
 pub async fn run_consumer(
     processor: Arc<Processor>,
     settings: NatsSettings,
@@ -160,6 +189,7 @@ pub async fn run_consumer(
     let Some(js) = connect(&settings, &mut stopping).await else {
         return;
     };
+    let durable_name = settings.durable_name(&consumer);
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stopping.borrow() {
@@ -169,13 +199,21 @@ pub async fn run_consumer(
             let stream = ensure_stream(&js, &settings, &producer).await?;
             let durable = stream
                 .get_or_create_consumer(
-                    &consumer,
+                    &durable_name,
                     pull::Config {
-                        durable_name: Some(consumer.clone()),
+                        durable_name: Some(durable_name.clone()),
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
                         // A crashed replica's in-flight message is redelivered after this.
                         ack_wait: Duration::from_secs(5),
                         max_ack_pending: 1,
+                        // A replica's own consumer outlives a restart of its container, but
+                        // not the replica: the server deletes it once nobody pulled for this
+                        // long (a replacement pod has another name and replays the stream).
+                        inactive_threshold: if settings.replica.is_some() {
+                            REPLICA_CONSUMER_INACTIVE_THRESHOLD
+                        } else {
+                            Duration::ZERO
+                        },
                         ..Default::default()
                     },
                 )
