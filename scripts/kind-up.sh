@@ -12,8 +12,9 @@ kubectl=${KUBECTL:-kubectl}
 docker=${DOCKER:-docker}
 cluster=${KIND_CLUSTER:-bookmesh}
 metrics_server=${METRICS_SERVER_VERSION:-v0.7.2}
-repository=${IMAGE_REPOSITORY:-bookmesh}
-tag=${IMAGE_TAG:-dev}
+# The kind overlay runs bookmesh/<name>:dev, whatever IMAGE_REPOSITORY/IMAGE_TAG say elsewhere.
+repository=bookmesh
+tag=dev
 images=${IMAGES:?IMAGES (name:binary ...) comes from the Makefile}
 
 step() { printf '\n==> %s\n' "$*"; }
