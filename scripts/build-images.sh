@@ -5,6 +5,8 @@
 #   go (--load into the local image store, the default, needs Docker's containerd image store
 #   for more than one platform; --push sends them to IMAGE_REPOSITORY's registry).
 # The builder stages are shared: the workspace compiles once per platform for all images.
+# --provenance=false: an attestation manifest in the image index makes `kind load` fail
+# ("content digest ... not found", kind issues #3795 and #4236).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,10 +26,10 @@ for image in $images; do
   binary=${image#*:}
   echo "==> $repository/$name:$tag ($binary${platforms:+, $platforms})"
   if [[ -n $platforms ]]; then
-    "$docker" buildx build --platform "$platforms" $output \
+    "$docker" buildx build --platform "$platforms" $output --provenance=false \
       -f images/Dockerfile --build-arg "BINARY=$binary" -t "$repository/$name:$tag" .
   else
-    DOCKER_BUILDKIT=1 "$docker" build \
+    DOCKER_BUILDKIT=1 "$docker" build --provenance=false \
       -f images/Dockerfile --build-arg "BINARY=$binary" -t "$repository/$name:$tag" .
   fi
 done

@@ -37,7 +37,7 @@ for kustomization in overlays/kind overlays/production hpa-demo; do
   echo "ok - k8s/$kustomization renders and validates strictly against Kubernetes ${versions// /, }"
 done
 
-images=$(make -s image-list)
+images=$(make -s --no-print-directory image-list)
 BOOKMESH_K8S_RENDERED=$out BOOKMESH_IMAGES="$images" \
   "$cargo" test -p bookmesh-mesh-tests --test k8s_manifests -- --ignored --test-threads=1
 # The entrypoint test made databases and streams of its own on the local servers.

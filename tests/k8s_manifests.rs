@@ -545,6 +545,86 @@ fn bookmesh_containers_run_the_images_make_images_builds() {
     }
 }
 
+/// The Dockerfile's build, checked without Docker: its `cargo build` line builds exactly the
+/// binaries of the images (and cargo accepts it, run here in debug mode), and its build context
+/// (Dockerfile.dockerignore) keeps every workspace member and the contracts.
+#[test]
+#[ignore = "needs the rendered manifests: make check-k8s"]
+fn the_dockerfile_builds_the_binary_of_every_image() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile = std::fs::read_to_string(root.join("images/Dockerfile")).expect("Dockerfile");
+    // The `cargo build` instruction, its continuation lines joined.
+    let joined = dockerfile.replace("\\\n", " ");
+    let build = joined
+        .lines()
+        .find(|line| line.contains("cargo build"))
+        .expect("a cargo build line");
+    let args: Vec<&str> = build
+        .split_whitespace()
+        .skip_while(|word| *word != "build")
+        .skip(1)
+        .filter(|word| *word != "--release")
+        .collect();
+    let bins: BTreeSet<String> = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--bin")
+        .map(|pair| pair[1].to_owned())
+        .collect();
+    let wanted: BTreeSet<String> = built_images().into_values().collect();
+    assert_eq!(bins, wanted, "the Dockerfile builds the images' binaries");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Only the variables a user's shell would have: the ones cargo sets for this test (package
+    // name, manifest dir, ...) would look like a changed environment and rebuild dependencies.
+    let mut command = std::process::Command::new(cargo);
+    command.env_clear();
+    for key in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+    ] {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
+    let status = command
+        .arg("build")
+        .args(&args)
+        .current_dir(&root)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build {} fails", args.join(" "));
+
+    let ignore = std::fs::read_to_string(root.join("images/Dockerfile.dockerignore"))
+        .expect("Dockerfile.dockerignore");
+    let kept: BTreeSet<&str> = ignore
+        .lines()
+        .filter_map(|line| line.strip_prefix('!'))
+        .map(|path| path.trim_end_matches('/'))
+        .collect();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let members = manifest
+        .split("members = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .expect("workspace members");
+    for member in members.split(',').map(|m| m.trim().trim_matches('"')) {
+        let top = member.split('/').next().unwrap_or_default();
+        if top == "." || top.is_empty() {
+            continue;
+        }
+        assert!(kept.contains(top), "the build context leaves out {member}");
+    }
+    for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src"] {
+        assert!(
+            kept.contains(needed),
+            "the build context leaves out {needed}"
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs the rendered manifests: make check-k8s"]
 fn every_pod_meets_the_restricted_pod_security_standard() {
@@ -1141,7 +1221,7 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
             "{}: /readyz on the admin port {admin}",
             deployment.id()
         );
-        // Killed rather than stopped: a graceful stop would sit out the 10 s drain delay.
+        // Killed rather than stopped: a graceful stop would sit out the 15 s drain delay.
         process.crash().await;
         let _ = std::fs::remove_dir_all(&data_dir);
     }
