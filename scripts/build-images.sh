@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 repository=${IMAGE_REPOSITORY:-bookmesh}
 tag=${IMAGE_TAG:-dev}
 platforms=${PLATFORMS:-}
-output=${IMAGE_OUTPUT:---load}
+read -r -a output <<<"${IMAGE_OUTPUT:---load}"
 docker=${DOCKER:-docker}
 images=${IMAGES:?IMAGES (name:binary ...) comes from the Makefile}
 
@@ -26,7 +26,7 @@ for image in $images; do
   binary=${image#*:}
   echo "==> $repository/$name:$tag ($binary${platforms:+, $platforms})"
   if [[ -n $platforms ]]; then
-    "$docker" buildx build --platform "$platforms" $output --provenance=false \
+    "$docker" buildx build --platform "$platforms" "${output[@]}" --provenance=false \
       -f images/Dockerfile --build-arg "BINARY=$binary" -t "$repository/$name:$tag" .
   else
     DOCKER_BUILDKIT=1 "$docker" build --provenance=false \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of everything that ships to a cluster (make check-k8s; no cluster, no Docker):
-#   1. hadolint on the Dockerfile;
+#   1. hadolint on the Dockerfile, shellcheck on the scripts;
 #   2. every kustomization rendered (kind and production overlays, the hpa-demo Job) and
 #      validated strictly (unknown fields are errors) against Kubernetes schemas;
 #   3. the invariants a schema cannot see, and a run of each binary exactly as its Deployment
@@ -24,6 +24,10 @@ json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], open(sys.argv
 
 "$tools/k8s/bin/hadolint" images/Dockerfile
 echo "ok - hadolint images/Dockerfile"
+
+# The kind scripts cannot run here (no Docker): static analysis is what checks them in CI.
+"$tools/k8s/bin/shellcheck" scripts/*.sh .ci/run tests/smoke/*.sh clients/*.sh clients/*/*.sh
+echo "ok - shellcheck on every script"
 
 rm -rf "$out"
 mkdir -p "$out"

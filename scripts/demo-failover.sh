@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 bin=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug
 work=$(mktemp -d)
 pids=()
+declare -A pid_of
 cleanup() {
   for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -25,7 +26,7 @@ start() { # start NAME BINARY ENV...
   shift 2
   env BOOKMESH_LOG_FORMAT=json RUST_LOG=info,bookmesh::access=debug "$@" "$bin/$binary" >"$work/$name.log" 2>&1 &
   pids+=($!)
-  eval "pid_${name//[^a-z0-9]/_}=$!"
+  pid_of[$name]=$!
 }
 wait_serving() { # wait_serving HOST:PORT
   for _ in $(seq 1 300); do
@@ -72,16 +73,16 @@ load 5
 calls 127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5
 
 echo; echo "== 3. replica 127.0.0.2 stops under load: retries absorb it"
-(sleep 2; kill -TERM "$pid_member_127_0_0_2"; sed -i '/127.0.0.2/d' "$hosts") &
+(sleep 2; kill -TERM "${pid_of[member-127.0.0.2]}"; sed -i '/127.0.0.2/d' "$hosts") &
 load 6
 
 echo; echo "== 4. the book service hangs (SIGSTOP): the breaker opens and rentals fail fast"
-kill -STOP "$pid_book"
+kill -STOP "${pid_of[book]}"
 load 5
 grep -o '"message":"circuit breaker[^"]*"' "$work/rental.log" | sort | uniq -c || true
 
 echo; echo "== 5. the book service comes back (SIGCONT): half-open trials close the breaker"
-kill -CONT "$pid_book"
+kill -CONT "${pid_of[book]}"
 sleep 3
 load 5
 grep -o '"message":"[^"]*circuit breaker[^"]*"' "$work/rental.log" | sort | uniq -c || true
