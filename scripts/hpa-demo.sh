@@ -20,6 +20,8 @@ show() {
   "$kubectl" -n "$namespace" get hpa \
     -o custom-columns='HPA:.metadata.name,CPU%:.status.currentMetrics[0].resource.current.averageUtilization,TARGET%:.spec.metrics[0].resource.target.averageUtilization,REPLICAS:.status.currentReplicas,DESIRED:.status.desiredReplicas,MIN:.spec.minReplicas,MAX:.spec.maxReplicas'
   while read -r name replicas; do
+    # An HPA that has not reconciled yet reports no replica count.
+    replicas=${replicas:-0}
     ((replicas > ${most[$name]:-0})) && most[$name]=$replicas
   done < <("$kubectl" -n "$namespace" get hpa -o jsonpath='{range .items[*]}{.metadata.name} {.status.currentReplicas}{"\n"}{end}')
   return 0
