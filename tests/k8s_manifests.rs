@@ -660,12 +660,26 @@ fn every_pod_meets_the_restricted_pod_security_standard() {
                 workload.spec["hostNetwork"].is_null() && workload.spec["hostPID"].is_null(),
                 "{id}: no host namespaces"
             );
+            // The volume types the restricted profile allows.
+            let allowed = [
+                "name",
+                "configMap",
+                "emptyDir",
+                "persistentVolumeClaim",
+                "secret",
+                "projected",
+                "downwardAPI",
+                "csi",
+                "ephemeral",
+            ];
             for volume in workload.spec["volumes"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
             {
-                assert!(volume["hostPath"].is_null(), "{id}: no hostPath volume");
+                for key in volume.as_object().map(|v| v.keys()).into_iter().flatten() {
+                    assert!(allowed.contains(&key.as_str()), "{id}: a {key} volume");
+                }
             }
             for container in workload.containers() {
                 let security = &container["securityContext"];
@@ -681,6 +695,10 @@ fn every_pod_meets_the_restricted_pod_security_standard() {
                     "{id}: no capability added"
                 );
                 assert!(security["privileged"] != true, "{id}: not privileged");
+                assert!(
+                    security["runAsUser"] != 0 && security["runAsNonRoot"] != false,
+                    "{id}: a container must not switch back to root"
+                );
             }
         }
     }
