@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Contract governance: buf lint (STANDARD + COMMENTS), buf breaking against the contracts of the
-# previous commit (FILE rules: generated code of every language keeps compiling), and a
-# self-test proving the breaking check bites: a deliberate breaking change to a copy of the
-# contracts must fail it, an additive change must pass.
+# Contract governance: buf lint (STANDARD + COMMENTS); buf breaking (FILE rules: generated code
+# of every language keeps compiling) for every commit that changed the contracts against its
+# parent, and for the working tree against HEAD; and a self-test proving the breaking check
+# bites: a deliberate breaking change to a copy of the contracts must fail it, an additive
+# change must pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 buf=${BUF:-.ci/tools/node_modules/.bin/buf}
@@ -10,17 +11,39 @@ buf=${BUF:-.ci/tools/node_modules/.bin/buf}
 (cd proto && "../$buf" lint)
 echo "ok - buf lint"
 
-against=${CONTRACTS_BASELINE:-HEAD~1}
-if git rev-parse --verify --quiet "$against^{commit}" >/dev/null &&
-  git cat-file -e "$against:proto/buf.yaml" 2>/dev/null; then
-  "$buf" breaking proto --against ".git#ref=$against,subdir=proto"
-  echo "ok - no breaking change against $against"
-else
-  echo "ok - no contracts at $against to compare with (first commit with contracts)"
-fi
-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+# The contracts of a commit, extracted into a folder of their own.
+contracts_at() { # contracts_at COMMIT FOLDER
+  mkdir -p "$2"
+  git archive "$1" proto | tar -x -C "$2"
+}
+
+# Every commit, not only the last one: CI sees a session's commits land together, and a breaking
+# change in any of them would reach clients.
+checked=0
+for commit in $(git rev-list HEAD -- proto); do
+  parent=$(git rev-parse --verify --quiet "$commit^") || continue
+  git cat-file -e "$parent:proto/buf.yaml" 2>/dev/null || continue
+  contracts_at "$commit" "$work/history/new"
+  contracts_at "$parent" "$work/history/old"
+  if ! "$buf" breaking "$work/history/new/proto" --against "$work/history/old/proto"; then
+    echo "FAIL - commit $(git log -1 --format='%h %s' "$commit") breaks the contracts" >&2
+    exit 1
+  fi
+  rm -rf "$work/history"
+  checked=$((checked + 1))
+done
+echo "ok - none of the $checked commits that changed the contracts broke them"
+
+against=${CONTRACTS_BASELINE:-HEAD}
+if git cat-file -e "$against:proto/buf.yaml" 2>/dev/null; then
+  contracts_at "$against" "$work/against"
+  "$buf" breaking proto --against "$work/against/proto"
+  echo "ok - the working tree breaks nothing against $against"
+fi
+
 cp -r proto "$work/base"
 
 cp -r proto "$work/additive"
