@@ -80,7 +80,7 @@ lint: ## Check formatting and clippy (warnings are errors)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: lint-proto
-lint-proto: tools ## Contracts: buf lint, buf breaking against the previous commit, and a self-test of the breaking check
+lint-proto: tools ## Contracts: buf lint, buf breaking for every commit that changed proto/, and a self-test of the breaking check
 	BUF=$(BUF) scripts/check-contracts.sh
 
 .PHONY: tools
