@@ -37,6 +37,85 @@ pub async fn connect_lazy(url: &str) -> Result<DatabaseConnection, DbErr> {
     Database::connect(options).await
 }
 
+/// Applies `M`'s pending migrations while holding a lock on the database, so replicas that
+/// start together take turns: the first applies them, the others find nothing left to do.
+/// Without it they race on the same DDL and all but one fail ("relation already exists",
+/// duplicate `seaql_migrations` rows) and must retry.
+///
+/// The lock is a session lock on one pooled connection (PostgreSQL advisory lock, MySQL/MariaDB
+/// named lock), so a replica that dies mid-migration releases it with its connection. A SQLite
+/// file belongs to one process: there, a process-wide mutex is enough.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::sqlx;
+    let sqlx_error = |e: sqlx::Error| DbErr::Custom(format!("migration lock: {e}"));
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            let mut lock = db
+                .get_postgres_connection_pool()
+                .acquire()
+                .await
+                .map_err(sqlx_error)?;
+            // Advisory locks live in the current database: one key serves every service.
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK_KEY)
+                .execute(&mut *lock)
+                .await
+                .map_err(sqlx_error)?;
+            let migrated = M::up(db, None).await;
+            let released = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK_KEY)
+                .execute(&mut *lock)
+                .await;
+            if released.is_err() {
+                // The lock goes with the session: drop the connection rather than reuse it.
+                lock.detach();
+            }
+            migrated
+        }
+        sea_orm::DbBackend::MySql => {
+            let mut lock = db
+                .get_mysql_connection_pool()
+                .acquire()
+                .await
+                .map_err(sqlx_error)?;
+            // Named locks are server-wide: name it after the database.
+            let acquired: Option<i64> = sqlx::query_scalar(
+                "SELECT GET_LOCK(CONCAT('bookmesh_migrations.', DATABASE()), ?)",
+            )
+            .bind(MIGRATION_LOCK_WAIT_SECONDS)
+            .fetch_one(&mut *lock)
+            .await
+            .map_err(sqlx_error)?;
+            if acquired != Some(1) {
+                return Err(DbErr::Custom(
+                    "migration lock: another replica has been migrating for too long".into(),
+                ));
+            }
+            let migrated = M::up(db, None).await;
+            let released =
+                sqlx::query("SELECT RELEASE_LOCK(CONCAT('bookmesh_migrations.', DATABASE()))")
+                    .execute(&mut *lock)
+                    .await;
+            if released.is_err() {
+                lock.detach();
+            }
+            migrated
+        }
+        _ => {
+            // SQLite: one process owns each database file; pools inside it take turns.
+            static SQLITE_MIGRATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+            let _turn = SQLITE_MIGRATIONS.lock().await;
+            M::up(db, None).await
+        }
+    }
+}
+
+/// The PostgreSQL advisory-lock key of migrations (any constant; "bookmesh" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x626f_6f6b_6d65_7368;
+
+/// How long a MySQL/MariaDB replica waits for another's migrations before retrying.
+const MIGRATION_LOCK_WAIT_SECONDS: i64 = 60;
+
 /// Runs migrations (retrying with backoff until the database answers), then keeps the health
 /// status in step with the database: SERVING while it answers pings, NOT_SERVING otherwise.
 pub fn spawn_readiness<M: MigratorTrait>(
@@ -47,7 +126,7 @@ pub fn spawn_readiness<M: MigratorTrait>(
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match M::up(&db, None).await {
+            match migrate::<M>(&db).await {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "migrations failed; database not ready");

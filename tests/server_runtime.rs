@@ -300,3 +300,22 @@ async fn consuming_services_serve_their_dead_letters() {
         .expect_err("no such dead letter");
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once_without_errors() {
+    // Several replicas of a new deployment start at the same moment against one empty
+    // database: each runs the migrations before it reports SERVING.
+    let db = TestDatabase::fresh().await;
+    let replicas = (0..4).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let pool = bookmesh::db::connect_lazy(&url).await.expect("pool");
+            bookmesh::db::migrate::<member_service::store::migration::Migrator>(&pool).await
+        })
+    });
+    for result in futures::future::join_all(replicas).await {
+        result
+            .expect("task")
+            .expect("every replica's migration succeeds at the first try");
+    }
+}
