@@ -47,6 +47,33 @@ async fn database(dir: &std::path::Path, name: &str) -> DatabaseConnection {
     db
 }
 
+/// A producer in a fresh folder with `count` events appended and relayed (numbered for
+/// publishing), and stream names of its own on the test NATS server.
+async fn producer_with_events(
+    count: u8,
+) -> (std::path::PathBuf, NatsSettings, DatabaseConnection, Relay) {
+    let dir = std::env::temp_dir().join(format!("bookmesh-js-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let settings = NatsSettings {
+        url: std::env::var("BOOKMESH_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        replica: None,
+    };
+    let producer_db = database(&dir, "producer").await;
+    let relay = Relay::new("test", producer_db.clone());
+    let events: Vec<NewEvent> = (0..count)
+        .map(|i| NewEvent {
+            event_type: "test.Event",
+            aggregate_id: format!("a{i}"),
+            payload: vec![i],
+        })
+        .collect();
+    append(&producer_db, events).await.expect("append");
+    assert_eq!(relay.publish_pending().await, Ok(usize::from(count)));
+    (dir, settings, producer_db, relay)
+}
+
 async fn publish_until(
     db: &DatabaseConnection,
     settings: &NatsSettings,
@@ -75,25 +102,7 @@ async fn publish_until(
 #[tokio::test]
 #[ignore = "needs nats-server with JetStream: make test-nats"]
 async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
-    let dir = std::env::temp_dir().join(format!("bookmesh-js-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let settings = NatsSettings {
-        url: std::env::var("BOOKMESH_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
-        replica: None,
-    };
-    let producer_db = database(&dir, "producer").await;
-    let relay = Relay::new("test", producer_db.clone());
-    let events: Vec<NewEvent> = (0..5)
-        .map(|i| NewEvent {
-            event_type: "test.Event",
-            aggregate_id: format!("a{i}"),
-            payload: vec![i],
-        })
-        .collect();
-    append(&producer_db, events).await.expect("append");
-    assert_eq!(relay.publish_pending().await, Ok(5));
+    let (dir, settings, producer_db, relay) = producer_with_events(5).await;
 
     publish_until(&producer_db, &settings, &relay, 5).await;
     // The crash: everything went to JetStream, but the cursor update was lost.
@@ -152,25 +161,7 @@ async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
 async fn replicas_with_their_own_consumers_each_apply_every_event() {
     // The best-seller read model lives in each pod: every replica must see every event, which
     // a shared (competing) durable consumer would split between them.
-    let dir = std::env::temp_dir().join(format!("bookmesh-js-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let shared = NatsSettings {
-        url: std::env::var("BOOKMESH_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
-        replica: None,
-    };
-    let producer_db = database(&dir, "producer").await;
-    let relay = Relay::new("test", producer_db.clone());
-    let events: Vec<NewEvent> = (0..6)
-        .map(|i| NewEvent {
-            event_type: "test.Event",
-            aggregate_id: format!("a{i}"),
-            payload: vec![i],
-        })
-        .collect();
-    append(&producer_db, events).await.expect("append");
-    assert_eq!(relay.publish_pending().await, Ok(6));
+    let (dir, shared, producer_db, relay) = producer_with_events(6).await;
     publish_until(&producer_db, &shared, &relay, 6).await;
 
     let mut replicas = Vec::new();

@@ -1224,21 +1224,14 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
             deployment.id()
         );
         let admin_address = format!("127.0.0.1:{admin}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let ready = loop {
-            if let Ok((200, _)) = http_get(&admin_address, "/readyz").await {
-                break true;
-            }
-            if std::time::Instant::now() > deadline {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert!(
-            ready,
-            "{}: /readyz on the admin port {admin}",
-            deployment.id()
-        );
+        bookmesh::testing::eventually(
+            &format!("{}: /readyz on the admin port {admin}", deployment.id()),
+            Duration::from_secs(10),
+            || async {
+                matches!(http_get(&admin_address, "/readyz").await, Ok((200, _))).then_some(())
+            },
+        )
+        .await;
         // Killed rather than stopped: a graceful stop would sit out the 15 s drain delay.
         process.crash().await;
         let _ = std::fs::remove_dir_all(&data_dir);
