@@ -39,9 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
 
+    // Every message implements `prost::Name`: event envelopes take their `event_type` (and
+    // `Any` type URL) from it, so no list of event types is written by hand.
+    let mut messages = prost_build::Config::new();
+    messages
+        .enable_type_names()
+        .type_name_domain(["."], "type.googleapis.com");
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_fds(descriptors)?;
+        .compile_fds_with_config(descriptors, messages)?;
     Ok(())
 }

@@ -11,11 +11,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::server::Readiness;
+use crate::readiness::Readiness;
 
 /// Serves the admin endpoints on `address` until the task is dropped or aborted.
 pub async fn serve(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
-    let listener = crate::server::bind(address).await?;
+    let listener = crate::listener::bind(address).await?;
     tracing::info!(%address, "admin HTTP listening (/metrics, /healthz, /readyz)");
     loop {
         let (stream, _) = listener.accept().await?;

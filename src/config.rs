@@ -1,5 +1,10 @@
-//! Command-line and environment settings shared by every server binary.
+//! Command-line and environment settings shared by every binary. Each service flattens
+//! [`ServiceArgs`] into its own `Config` and adds only what is its own (its upstreams).
+//!
+//! Defaults are written once, in the `#[arg]` attributes; `Default` and the test constructors
+//! read them back through [`defaults`].
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -15,7 +20,36 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings of the shared gRPC server runtime, flattened into each service's `Config`.
+/// What every bookmesh service takes: where it listens, where its data lives, how its events
+/// travel, and the settings of the shared server runtime.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Address to listen on for gRPC. Each service's `Config` sets its own default port.
+    #[arg(long, env = "BOOKMESH_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub events: EventArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl ServiceArgs {
+    /// The defaults, on loopback with an ephemeral port and the given database: what a test
+    /// starts a real server with.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        let mut args: Self = defaults();
+        args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        args.database.database_url = Some(database_url.into());
+        args
+    }
+}
+
+/// Settings of the shared gRPC server runtime.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Log format.
@@ -59,7 +93,7 @@ pub struct ServerArgs {
 
     /// Address of the admin HTTP port (/metrics, /healthz, /readyz); unset disables it.
     #[arg(long, env = "BOOKMESH_ADMIN_LISTEN")]
-    pub admin_listen: Option<std::net::SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
 
     /// Interval of the database check behind the health status.
     #[arg(long, env = "BOOKMESH_READINESS_INTERVAL", value_parser = parse_duration, default_value = "5s")]
@@ -68,20 +102,172 @@ pub struct ServerArgs {
 
 impl Default for ServerArgs {
     fn default() -> Self {
-        Self {
-            log_format: LogFormat::Auto,
-            max_message_bytes: 1024 * 1024,
-            request_timeout: Duration::from_secs(10),
-            max_concurrent_streams: 256,
-            max_concurrent_requests: 512,
-            max_connection_age: Duration::from_secs(300),
-            keepalive_interval: Duration::from_secs(30),
-            drain_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(20),
-            readiness_interval: Duration::from_secs(5),
-            admin_listen: None,
-        }
+        defaults()
     }
+}
+
+/// Where a service keeps its data. Its `Debug` masks the URL's password, so it can be logged.
+#[derive(Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://FILE?mode=rwc`, `postgres://…` or `mysql://…`.
+    /// Default: an SQLite file named after the service under --data-dir.
+    #[arg(long, env = "BOOKMESH_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Folder for the default SQLite database (created if missing).
+    #[arg(long, env = "BOOKMESH_DATA_DIR", default_value = "data")]
+    pub data_dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(mask_url_password),
+            )
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl DatabaseArgs {
+    /// The effective URL; `service` names the default SQLite file.
+    pub fn effective_url(&self, service: &str) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}/{service}.db?mode=rwc", self.data_dir.display())
+        })
+    }
+}
+
+/// Settings of the shared client stack, flattened into the `Config` of each service that calls
+/// others. Defaults apply to every upstream; `--upstream-option` overrides one upstream.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Deadline of an outgoing call, all attempts included (capped by the caller's own).
+    #[arg(long, env = "BOOKMESH_UPSTREAM_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub upstream_timeout: Duration,
+
+    /// Attempts per idempotent call, the first included (1 disables retries; at most 5).
+    #[arg(long, env = "BOOKMESH_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3)]
+    pub upstream_max_attempts: u32,
+
+    /// HTTP/2 connections to each replica.
+    #[arg(long, env = "BOOKMESH_UPSTREAM_CONNECTIONS", default_value_t = 2)]
+    pub upstream_connections: usize,
+
+    /// How often upstream names are resolved again.
+    #[arg(long, env = "BOOKMESH_UPSTREAM_RESOLVE_INTERVAL", value_parser = parse_duration, default_value = "5s")]
+    pub upstream_resolve_interval: Duration,
+
+    /// How long the circuit breaker stays open before trial calls.
+    #[arg(long, env = "BOOKMESH_BREAKER_OPEN_DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub breaker_open_duration: Duration,
+
+    /// Per-upstream overrides, `NAME.KEY=VALUE` (repeatable or comma-separated). Keys:
+    /// call_timeout, connect_timeout, connections, resolve_interval, eject_duration,
+    /// max_attempts, breaker_window, breaker_minimum_calls, breaker_failure_rate,
+    /// breaker_open_duration, breaker_half_open_calls.
+    #[arg(
+        long = "upstream-option",
+        env = "BOOKMESH_UPSTREAM_OPTIONS",
+        value_delimiter = ','
+    )]
+    pub upstream_options: Vec<String>,
+}
+
+impl Default for ClientArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// How events travel between services. Its `Debug` masks the NATS URL's password.
+#[derive(Clone, Args)]
+pub struct EventArgs {
+    /// `feed`: the broker-free gRPC event feed (default, embedded); `nats`: NATS JetStream.
+    #[arg(long, env = "BOOKMESH_EVENT_TRANSPORT", value_enum, default_value_t = EventTransport::Feed)]
+    pub event_transport: EventTransport,
+
+    /// NATS server, with JetStream enabled (transport `nats`).
+    #[arg(
+        long,
+        env = "BOOKMESH_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+
+    /// Prefix of the JetStream stream names and subjects.
+    #[arg(long, env = "BOOKMESH_NATS_PREFIX", default_value = "bookmesh")]
+    pub nats_prefix: String,
+
+    /// Consume every event in this replica, through its own durable consumer named after this
+    /// value (Kubernetes passes the pod name), instead of sharing the service's consumer with
+    /// the other replicas. For services whose state lives in the pod (the best-seller read
+    /// model): with a shared consumer each replica would see only part of the events.
+    #[arg(long, env = "BOOKMESH_NATS_REPLICA_CONSUMER")]
+    pub nats_replica_consumer: Option<String>,
+}
+
+/// The event transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventTransport {
+    /// The broker-free gRPC event feed each producer serves.
+    Feed,
+    /// NATS JetStream.
+    Nats,
+}
+
+impl std::fmt::Debug for EventArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventArgs")
+            .field("event_transport", &self.event_transport)
+            .field("nats_url", &mask_url_password(&self.nats_url))
+            .field("nats_prefix", &self.nats_prefix)
+            .field("nats_replica_consumer", &self.nats_replica_consumer)
+            .finish()
+    }
+}
+
+impl Default for EventArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl EventArgs {
+    /// Settings for the test suites: `BOOKMESH_TEST_TRANSPORT=nats` runs them on JetStream
+    /// (with `prefix`, unique per test, so tests never share streams).
+    pub fn for_tests(prefix: &str) -> Self {
+        let nats = std::env::var("BOOKMESH_TEST_TRANSPORT").is_ok_and(|t| t == "nats");
+        let mut args: Self = defaults();
+        if nats {
+            args.event_transport = EventTransport::Nats;
+        }
+        if let Ok(url) = std::env::var("BOOKMESH_TEST_NATS_URL") {
+            args.nats_url = url;
+        }
+        args.nats_prefix = prefix.to_owned();
+        args
+    }
+}
+
+/// The value of `T` when no flag and no environment variable is given: the defaults exactly as
+/// the `#[arg]` attributes state them, so they are written once. Panics when an argument of `T`
+/// has no default (a programming error the tests catch).
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true))
+        // The environment of whoever calls this (a test runner, CI) must not leak in.
+        .mut_args(|arg| arg.env(None));
+    command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .unwrap_or_else(|error| {
+            panic!(
+                "{} has an argument without a default: {error}",
+                std::any::type_name::<T>()
+            )
+        })
 }
 
 /// Parses durations such as `250ms`, `10s`, `2m` or `1h`.
@@ -146,250 +332,32 @@ mod tests {
             "sqlite://data/book.db?mode=rwc"
         );
     }
-}
-
-/// Where a service keeps its data, flattened into each service's `Config`.
-#[derive(Debug, Clone, Args)]
-pub struct DatabaseArgs {
-    /// Database URL: `sqlite://FILE?mode=rwc`, `postgres://…` or `mysql://…`.
-    /// Default: an SQLite file named after the service under --data-dir.
-    #[arg(long, env = "BOOKMESH_DATABASE_URL")]
-    pub database_url: Option<String>,
-
-    /// Folder for the default SQLite database (created if missing).
-    #[arg(long, env = "BOOKMESH_DATA_DIR", default_value = "data")]
-    pub data_dir: std::path::PathBuf,
-}
-
-impl DatabaseArgs {
-    /// Settings that use `url` (tests pass a fresh database here).
-    pub fn url(url: impl Into<String>) -> Self {
-        Self {
-            database_url: Some(url.into()),
-            data_dir: "data".into(),
-        }
-    }
-
-    /// The effective URL; `service` names the default SQLite file.
-    pub fn effective_url(&self, service: &str) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}/{service}.db?mode=rwc", self.data_dir.display())
-        })
-    }
-}
-
-/// Settings of the shared client stack, flattened into the `Config` of each service that calls
-/// others. Defaults apply to every upstream; `--upstream-option` overrides one upstream.
-#[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
-    /// Deadline of an outgoing call, all attempts included (capped by the caller's own).
-    #[arg(long, env = "BOOKMESH_UPSTREAM_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
-    pub upstream_timeout: Duration,
-
-    /// Attempts per idempotent call, the first included (1 disables retries; at most 5).
-    #[arg(long, env = "BOOKMESH_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3)]
-    pub upstream_max_attempts: u32,
-
-    /// HTTP/2 connections to each replica.
-    #[arg(long, env = "BOOKMESH_UPSTREAM_CONNECTIONS", default_value_t = 2)]
-    pub upstream_connections: usize,
-
-    /// How often upstream names are resolved again.
-    #[arg(long, env = "BOOKMESH_UPSTREAM_RESOLVE_INTERVAL", value_parser = parse_duration, default_value = "5s")]
-    pub upstream_resolve_interval: Duration,
-
-    /// How long the circuit breaker stays open before trial calls.
-    #[arg(long, env = "BOOKMESH_BREAKER_OPEN_DURATION", value_parser = parse_duration, default_value = "5s")]
-    pub breaker_open_duration: Duration,
-
-    /// Per-upstream overrides, `NAME.KEY=VALUE` (repeatable or comma-separated). Keys:
-    /// call_timeout, connect_timeout, connections, resolve_interval, eject_duration,
-    /// max_attempts, breaker_window, breaker_minimum_calls, breaker_failure_rate,
-    /// breaker_open_duration, breaker_half_open_calls.
-    #[arg(
-        long = "upstream-option",
-        env = "BOOKMESH_UPSTREAM_OPTIONS",
-        value_delimiter = ','
-    )]
-    pub upstream_options: Vec<String>,
-}
-
-impl Default for ClientArgs {
-    fn default() -> Self {
-        Self {
-            upstream_timeout: Duration::from_secs(2),
-            upstream_max_attempts: 3,
-            upstream_connections: 2,
-            upstream_resolve_interval: Duration::from_secs(5),
-            breaker_open_duration: Duration::from_secs(5),
-            upstream_options: Vec::new(),
-        }
-    }
-}
-
-impl ClientArgs {
-    /// The configuration of upstream `name` at `endpoints`: defaults, then overrides.
-    pub fn upstream(
-        &self,
-        name: &str,
-        endpoints: Vec<String>,
-    ) -> Result<crate::client::UpstreamConfig, String> {
-        let mut config = crate::client::UpstreamConfig::new(name, endpoints);
-        config.call_timeout = self.upstream_timeout;
-        config.retry.max_attempts = self.upstream_max_attempts;
-        config.connections_per_endpoint = self.upstream_connections;
-        config.resolve_interval = self.upstream_resolve_interval;
-        config.breaker.open_duration = self.breaker_open_duration;
-        for option in &self.upstream_options {
-            let Some((key, value)) = option.split_once('=') else {
-                return Err(format!("upstream option `{option}` is not NAME.KEY=VALUE"));
-            };
-            let Some((upstream, key)) = key.split_once('.') else {
-                return Err(format!("upstream option `{option}` is not NAME.KEY=VALUE"));
-            };
-            if upstream != name {
-                continue;
-            }
-            let bad = |e: String| format!("upstream option `{option}`: {e}");
-            let number = |v: &str| v.parse::<usize>().map_err(|e| bad(e.to_string()));
-            match key {
-                "call_timeout" => config.call_timeout = parse_duration(value).map_err(bad)?,
-                "connect_timeout" => config.connect_timeout = parse_duration(value).map_err(bad)?,
-                "connections" => config.connections_per_endpoint = number(value)?,
-                "resolve_interval" => {
-                    config.resolve_interval = parse_duration(value).map_err(bad)?
-                }
-                "eject_duration" => config.eject_duration = parse_duration(value).map_err(bad)?,
-                "max_attempts" => config.retry.max_attempts = number(value)? as u32,
-                "breaker_window" => config.breaker.window = number(value)?,
-                "breaker_minimum_calls" => config.breaker.minimum_calls = number(value)?,
-                "breaker_failure_rate" => {
-                    config.breaker.failure_rate = value
-                        .parse()
-                        .map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?
-                }
-                "breaker_open_duration" => {
-                    config.breaker.open_duration = parse_duration(value).map_err(bad)?
-                }
-                "breaker_half_open_calls" => config.breaker.half_open_calls = number(value)?,
-                _ => return Err(bad(format!("unknown key `{key}`"))),
-            }
-        }
-        Ok(config)
-    }
-}
-
-#[cfg(test)]
-mod client_args_tests {
-    use super::*;
 
     #[test]
-    fn overrides_apply_to_their_upstream_only() {
-        let args = ClientArgs {
-            upstream_options: vec![
-                "member.call_timeout=300ms".into(),
-                "member.breaker_minimum_calls=4".into(),
-                "book.max_attempts=1".into(),
-            ],
-            ..ClientArgs::default()
-        };
-        let member = args
-            .upstream("member", vec!["http://m:1".into()])
-            .expect("valid");
-        assert_eq!(member.call_timeout, Duration::from_millis(300));
-        assert_eq!(member.breaker.minimum_calls, 4);
-        assert_eq!(member.retry.max_attempts, 3);
-        let book = args
-            .upstream("book", vec!["http://b:1".into()])
-            .expect("valid");
-        assert_eq!(book.retry.max_attempts, 1);
-        assert_eq!(book.call_timeout, Duration::from_secs(2));
+    fn logged_configuration_masks_passwords() {
+        let mut service = ServiceArgs::for_tests("postgres://app:secret@db/member");
+        service.events.nats_url = "nats://bus:hunter2@nats:4222".into();
+        let logged = format!("{service:?}");
+        assert!(
+            !logged.contains("secret") && !logged.contains("hunter2"),
+            "{logged}"
+        );
+        assert!(logged.contains("postgres://app:****@db/member"), "{logged}");
     }
 
     #[test]
-    fn bad_overrides_are_reported() {
-        for option in ["member", "member.nope=1", "member.call_timeout=soon"] {
-            let args = ClientArgs {
-                upstream_options: vec![option.into()],
-                ..ClientArgs::default()
-            };
-            assert!(
-                args.upstream("member", vec!["http://m:1".into()]).is_err(),
-                "{option}"
-            );
-        }
-    }
-}
-
-/// How events travel between services, flattened into the `Config` of every service that
-/// publishes or consumes events.
-#[derive(Debug, Clone, Args)]
-pub struct EventArgs {
-    /// `feed`: the broker-free gRPC event feed (default, embedded); `nats`: NATS JetStream.
-    #[arg(long, env = "BOOKMESH_EVENT_TRANSPORT", value_enum, default_value_t = EventTransport::Feed)]
-    pub event_transport: EventTransport,
-
-    /// NATS server, with JetStream enabled (transport `nats`).
-    #[arg(
-        long,
-        env = "BOOKMESH_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
-
-    /// Prefix of the JetStream stream names and subjects.
-    #[arg(long, env = "BOOKMESH_NATS_PREFIX", default_value = "bookmesh")]
-    pub nats_prefix: String,
-
-    /// Consume every event in this replica, through its own durable consumer named after this
-    /// value (Kubernetes passes the pod name), instead of sharing the service's consumer with
-    /// the other replicas. For services whose state lives in the pod (the best-seller read
-    /// model): with a shared consumer each replica would see only part of the events.
-    #[arg(long, env = "BOOKMESH_NATS_REPLICA_CONSUMER")]
-    pub nats_replica_consumer: Option<String>,
-}
-
-/// The event transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EventTransport {
-    Feed,
-    Nats,
-}
-
-impl Default for EventArgs {
-    fn default() -> Self {
-        Self {
-            event_transport: EventTransport::Feed,
-            nats_url: "nats://127.0.0.1:4222".into(),
-            nats_prefix: "bookmesh".into(),
-            nats_replica_consumer: None,
-        }
-    }
-}
-
-impl EventArgs {
-    /// Settings for the test suites: `BOOKMESH_TEST_TRANSPORT=nats` runs them on JetStream
-    /// (with `prefix`, unique per test, so tests never share streams).
-    pub fn for_tests(prefix: &str) -> Self {
-        let nats = std::env::var("BOOKMESH_TEST_TRANSPORT").is_ok_and(|t| t == "nats");
-        Self {
-            event_transport: if nats {
-                EventTransport::Nats
-            } else {
-                EventTransport::Feed
-            },
-            nats_url: std::env::var("BOOKMESH_TEST_NATS_URL")
-                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-            nats_prefix: prefix.to_owned(),
-            nats_replica_consumer: None,
-        }
-    }
-
-    pub fn nats(&self) -> Option<crate::events::nats::NatsSettings> {
-        (self.event_transport == EventTransport::Nats).then(|| crate::events::nats::NatsSettings {
-            url: self.nats_url.clone(),
-            prefix: self.nats_prefix.clone(),
-            replica: self.nats_replica_consumer.clone(),
-        })
+    fn defaults_come_from_the_arg_attributes() {
+        let server = ServerArgs::default();
+        assert_eq!(server.request_timeout, Duration::from_secs(10));
+        assert_eq!(server.max_concurrent_requests, 512);
+        assert_eq!(server.admin_listen, None);
+        let client = ClientArgs::default();
+        assert_eq!(client.upstream_timeout, Duration::from_secs(2));
+        assert!(client.upstream_options.is_empty());
+        let events = EventArgs::default();
+        assert_eq!(events.event_transport, EventTransport::Feed);
+        let service: ServiceArgs = defaults();
+        assert_eq!(service.database.data_dir, std::path::PathBuf::from("data"));
+        assert_eq!(service.listen.port(), 50051);
     }
 }

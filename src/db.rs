@@ -8,7 +8,7 @@ use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
-use crate::server::Readiness;
+use crate::readiness::Readiness;
 
 /// Connections per service process: enough for its concurrency limit's database work without
 /// exhausting a shared database server when many replicas run.
@@ -217,4 +217,84 @@ pub fn record_pool_metrics(db: &DatabaseConnection) {
     gauge
         .with_label_values(&["max"])
         .set(i64::from(MAX_CONNECTIONS));
+}
+
+/// Whether `error` means "another transaction holds the lock or got there first": SQLite's busy
+/// or locked writer, or a serialization failure or deadlock on PostgreSQL and MySQL/MariaDB
+/// (SQLSTATE class 40). Retrying the whole transaction on fresh data is the cure; nothing is
+/// wrong with the request. The one place that decides it, by the driver's error code rather
+/// than its message text (which differs between versions and locales).
+pub fn is_contention(error: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let (DbErr::Exec(RuntimeErr::SqlxError(source))
+    | DbErr::Query(RuntimeErr::SqlxError(source))
+    | DbErr::Conn(RuntimeErr::SqlxError(source))) = error
+    else {
+        return false;
+    };
+    let sqlx::Error::Database(database) = &**source else {
+        return false;
+    };
+    let Some(code) = database.code() else {
+        return false;
+    };
+    if database
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // Extended result codes carry the primary code in their low byte: SQLITE_BUSY (5) and
+        // SQLITE_LOCKED (6), with variants such as SQLITE_BUSY_SNAPSHOT (517).
+        return code
+            .parse::<i32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
+    }
+    // 40001 serialization_failure (PostgreSQL; MySQL's ER_LOCK_DEADLOCK 1213 too) and
+    // 40P01 deadlock_detected (PostgreSQL).
+    matches!(&*code, "40001" | "40P01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    #[tokio::test]
+    async fn a_locked_sqlite_writer_is_contention_and_other_errors_are_not() {
+        let dir = std::env::temp_dir().join(format!("bookmesh-db-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = format!("sqlite://{}/contention.db?mode=rwc", dir.display());
+        let mut options = ConnectOptions::new(url);
+        options.max_connections(2);
+        // No busy timeout: the second writer fails at once instead of waiting.
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::ZERO)
+        });
+        let db = Database::connect(options).await.expect("sqlite");
+        db.execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+            .await
+            .expect("create");
+        db.execute_unprepared("INSERT INTO t VALUES (1, 0)")
+            .await
+            .expect("insert");
+        let holder = db.begin().await.expect("begin");
+        holder
+            .execute_unprepared("UPDATE t SET n = n + 1")
+            .await
+            .expect("first writer");
+        let locked = db
+            .execute_unprepared("UPDATE t SET n = n + 1")
+            .await
+            .expect_err("the second writer is refused while the first holds the lock");
+        assert!(is_contention(&locked), "{locked:?}");
+        holder.commit().await.expect("commit");
+
+        let not_contention = db
+            .execute_unprepared("INSERT INTO t VALUES (1, 0)")
+            .await
+            .expect_err("duplicate key");
+        assert!(!is_contention(&not_contention), "{not_contention:?}");
+        assert!(!is_contention(&DbErr::Custom("database is locked".into())));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -10,7 +10,7 @@ use bookmesh::events::nats::{NatsSettings, run_consumer, run_publisher};
 use bookmesh::events::outbox::{Relay, append};
 use bookmesh::events::tables::CreateEventTables;
 use bookmesh::events::{Event, NewEvent};
-use bookmesh::server::Readiness;
+use bookmesh::readiness::Readiness;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
@@ -64,7 +64,7 @@ async fn producer_with_events(
     let relay = Relay::new("test", producer_db.clone());
     let events: Vec<NewEvent> = (0..count)
         .map(|i| NewEvent {
-            event_type: "test.Event",
+            event_type: "test.Event".into(),
             aggregate_id: format!("a{i}"),
             payload: vec![i],
         })

@@ -30,7 +30,7 @@ struct Mesh {
 
 impl Mesh {
     fn env(&self, name: &str, listen: &str) -> Vec<(&'static str, String)> {
-        let transport = if self.events.nats().is_some() {
+        let transport = if self.events.event_transport == bookmesh::config::EventTransport::Nats {
             "nats"
         } else {
             "feed"

@@ -14,7 +14,7 @@ async fn member_server() -> (RunningServer, TestDatabase) {
     let db = TestDatabase::fresh().await;
     let config = member_service::Config::for_database(&db.url);
     let server = RunningServer::start(|listener, shutdown| {
-        member_service::serve_until(config, listener, shutdown)
+        bookmesh::service::serve_until(config, listener, shutdown)
     })
     .await;
     (server, db)
@@ -137,14 +137,14 @@ async fn every_service_serves_health_for_itself_and_overall() {
     let book_db = TestDatabase::fresh().await;
     let book_config = book_service::Config::for_database(&book_db.url);
     let book = RunningServer::start(|listener, shutdown| {
-        book_service::serve_until(book_config, listener, shutdown)
+        bookmesh::service::serve_until(book_config, listener, shutdown)
     })
     .await;
     let rental_db = TestDatabase::fresh().await;
     let rental_config =
         rental_service::Config::for_tests(&rental_db.url, member.0.url(), book.url());
     let rental = RunningServer::start(|listener, shutdown| {
-        rental_service::serve_until(rental_config, listener, shutdown)
+        bookmesh::service::serve_until(rental_config, listener, shutdown)
     })
     .await;
     for (url, service) in [
@@ -172,7 +172,7 @@ async fn without_its_database_a_server_is_not_serving_and_refuses_calls() {
     // Nothing listens on port 1: the pool is lazy, so the server starts anyway.
     let config = member_service::Config::for_database("postgres://nobody@127.0.0.1:1/none");
     let server = RunningServer::spawn(|listener, shutdown| {
-        member_service::serve_until(config, listener, shutdown)
+        bookmesh::service::serve_until(config, listener, shutdown)
     })
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -208,9 +208,9 @@ async fn without_its_database_a_server_is_not_serving_and_refuses_calls() {
 async fn a_stop_signal_flips_health_to_not_serving_then_drains_and_exits() {
     let db = TestDatabase::fresh().await;
     let mut config = member_service::Config::for_database(&db.url);
-    config.server.drain_delay = Duration::from_millis(800);
+    config.service.server.drain_delay = Duration::from_millis(800);
     let mut server = RunningServer::start(|listener, shutdown| {
-        member_service::serve_until(config, listener, shutdown)
+        bookmesh::service::serve_until(config, listener, shutdown)
     })
     .await;
     let url = server.url();
@@ -237,10 +237,10 @@ async fn the_admin_port_serves_metrics_liveness_and_readiness() {
     let db = TestDatabase::fresh().await;
     let admin = format!("127.0.0.1:{}", bookmesh_mesh_tests::free_port());
     let mut config = member_service::Config::for_database(&db.url);
-    config.server.admin_listen = Some(admin.parse().expect("address"));
-    config.server.drain_delay = Duration::from_millis(800);
+    config.service.server.admin_listen = Some(admin.parse().expect("address"));
+    config.service.server.drain_delay = Duration::from_millis(800);
     let mut server = RunningServer::start(|listener, shutdown| {
-        member_service::serve_until(config, listener, shutdown)
+        bookmesh::service::serve_until(config, listener, shutdown)
     })
     .await;
     let get = |path: &'static str| {

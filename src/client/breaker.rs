@@ -1,199 +1,100 @@
-//! A circuit breaker per upstream (closed → open → half-open → closed), so a dead dependency
-//! fails fast with UNAVAILABLE instead of tying up the caller for a timeout on every call.
-//!
-//! Closed: outcomes go into a window of the last `window` calls; once at least
-//! `minimum_calls` are recorded and the failure rate reaches `failure_rate`, it opens.
-//! Open: calls are refused for `open_duration`, then it turns half-open.
-//! Half-open: `half_open_calls` trial calls go through; if all succeed it closes, one failure
-//! opens it again.
+//! The breaker layer: fail fast while an upstream's circuit breaker ([`super::circuit`]) is
+//! open, and feed it the outcome of every call it let through.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-/// Settings of one breaker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BreakerConfig {
-    pub window: usize,
-    pub minimum_calls: usize,
-    pub failure_rate: f64,
-    pub open_duration: Duration,
-    pub half_open_calls: usize,
+use futures::future::BoxFuture;
+use tonic::{Code, Status};
+
+use super::call::{Call, Failure};
+use super::circuit::CircuitBreaker;
+
+/// Codes that say the upstream is unwell (they count against the breaker). Business answers
+/// such as NOT_FOUND or FAILED_PRECONDITION mean the upstream works.
+fn is_upstream_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+    )
 }
 
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            window: 20,
-            minimum_calls: 10,
-            failure_rate: 0.5,
-            open_duration: Duration::from_secs(5),
-            half_open_calls: 3,
+/// Fails calls fast while the upstream's breaker is open, and feeds it every attempt's outcome.
+#[derive(Clone)]
+pub(crate) struct BreakerLayer {
+    breaker: Arc<CircuitBreaker>,
+}
+
+/// The service [`BreakerLayer`] makes.
+#[derive(Clone)]
+pub(crate) struct Breaker<S> {
+    inner: S,
+    breaker: Arc<CircuitBreaker>,
+}
+
+// === impl BreakerLayer ===
+
+impl BreakerLayer {
+    pub(crate) fn new(breaker: Arc<CircuitBreaker>) -> Self {
+        Self { breaker }
+    }
+}
+
+impl<S> tower::Layer<S> for BreakerLayer {
+    type Service = Breaker<S>;
+
+    fn layer(&self, inner: S) -> Breaker<S> {
+        Breaker {
+            inner,
+            breaker: self.breaker.clone(),
         }
     }
 }
 
-/// The breaker's state, as logged and exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
+// === impl Breaker ===
 
-impl BreakerState {
-    /// 0 closed, 1 open, 2 half-open: the value of the exported gauge.
-    pub fn as_gauge(self) -> i64 {
-        match self {
-            Self::Closed => 0,
-            Self::Open => 1,
-            Self::HalfOpen => 2,
+impl<M, S> tower::Service<Call<M>> for Breaker<S>
+where
+    S: tower::Service<Call<M>, Error = Failure>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Failure;
+    type Future = BoxFuture<'static, Result<S::Response, Failure>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call<M>) -> Self::Future {
+        if self.breaker.try_acquire(Instant::now()).is_err() {
+            let status = Status::unavailable(format!(
+                "{}: circuit breaker open, failing fast",
+                self.breaker.name()
+            ));
+            return Box::pin(async move { Err(Failure::Refused(status)) });
         }
-    }
-}
-
-enum Inner {
-    Closed { outcomes: VecDeque<bool> },
-    Open { until: Instant },
-    HalfOpen { permits: usize, successes: usize },
-}
-
-/// Thread-safe breaker; `now` is passed in so tests can move time.
-pub struct CircuitBreaker {
-    name: String,
-    config: BreakerConfig,
-    inner: Mutex<Inner>,
-}
-
-/// Returned when the breaker refuses a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerOpen;
-
-impl CircuitBreaker {
-    pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
-        let name = name.into();
-        crate::metrics::CLIENT_BREAKER_STATE
-            .with_label_values(&[name.as_str()])
-            .set(BreakerState::Closed.as_gauge());
-        Self {
-            name,
-            config,
-            inner: Mutex::new(Inner::Closed {
-                outcomes: VecDeque::new(),
-            }),
-        }
-    }
-
-    pub fn state(&self, now: Instant) -> BreakerState {
-        let mut inner = self.lock();
-        self.advance(&mut inner, now);
-        match *inner {
-            Inner::Closed { .. } => BreakerState::Closed,
-            Inner::Open { .. } => BreakerState::Open,
-            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
-        }
-    }
-
-    /// Asks to make one call. In half-open state this takes one of the trial permits.
-    pub fn try_acquire(&self, now: Instant) -> Result<(), BreakerOpen> {
-        let mut inner = self.lock();
-        self.advance(&mut inner, now);
-        match &mut *inner {
-            Inner::Closed { .. } => Ok(()),
-            Inner::Open { .. } => Err(BreakerOpen),
-            Inner::HalfOpen { permits, .. } => {
-                if *permits == 0 {
-                    return Err(BreakerOpen);
-                }
-                *permits -= 1;
-                Ok(())
-            }
-        }
-    }
-
-    /// Records the outcome of a call that [`CircuitBreaker::try_acquire`] allowed.
-    pub fn record(&self, success: bool, now: Instant) {
-        let mut inner = self.lock();
-        self.advance(&mut inner, now);
-        let next = match &mut *inner {
-            Inner::Closed { outcomes } => {
-                outcomes.push_back(success);
-                while outcomes.len() > self.config.window {
-                    outcomes.pop_front();
-                }
-                let failures = outcomes.iter().filter(|ok| !**ok).count();
-                let rate = failures as f64 / outcomes.len() as f64;
-                (outcomes.len() >= self.config.minimum_calls && rate >= self.config.failure_rate)
-                    .then(|| {
-                        tracing::warn!(upstream = %self.name, failures, calls = outcomes.len(), "circuit breaker opened");
-                        Inner::Open {
-                            until: now + self.config.open_duration,
-                        }
-                    })
-            }
-            Inner::Open { .. } => None,
-            Inner::HalfOpen { successes, .. } => {
-                if !success {
-                    tracing::warn!(upstream = %self.name, "trial call failed: circuit breaker open again");
-                    Some(Inner::Open {
-                        until: now + self.config.open_duration,
-                    })
-                } else {
-                    *successes += 1;
-                    (*successes >= self.config.half_open_calls).then(|| {
-                        tracing::info!(upstream = %self.name, "trial calls succeeded: circuit breaker closed");
-                        Inner::Closed {
-                            outcomes: VecDeque::new(),
-                        }
-                    })
-                }
-            }
-        };
-        if let Some(next) = next {
-            *inner = next;
-            self.entered(&inner);
-        }
-    }
-
-    /// Exports a state change (the log line is written where the change is decided).
-    fn entered(&self, inner: &Inner) {
-        let state = match inner {
-            Inner::Closed { .. } => BreakerState::Closed,
-            Inner::Open { .. } => BreakerState::Open,
-            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
-        };
-        let label = match state {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        };
-        crate::metrics::CLIENT_BREAKER_STATE
-            .with_label_values(&[self.name.as_str()])
-            .set(state.as_gauge());
-        crate::metrics::CLIENT_BREAKER_TRANSITIONS
-            .with_label_values(&[self.name.as_str(), label])
-            .inc();
-    }
-
-    fn advance(&self, inner: &mut Inner, now: Instant) {
-        if let Inner::Open { until } = inner
-            && now >= *until
-        {
-            tracing::info!(upstream = %self.name, "circuit breaker half-open: sending trial calls");
-            *inner = Inner::HalfOpen {
-                permits: self.config.half_open_calls,
-                successes: 0,
+        let breaker = self.breaker.clone();
+        let outcome = self.inner.call(call);
+        Box::pin(async move {
+            let outcome = outcome.await;
+            let success = match &outcome {
+                Ok(_) => Some(true),
+                Err(Failure::Answered(status)) => Some(!is_upstream_failure(status.code())),
+                Err(Failure::NoReplica(_)) => Some(false),
+                Err(Failure::Refused(_)) => None,
             };
-            self.entered(inner);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave the state inconsistent (each update is a
-        // single assignment), so a poisoned lock is still usable.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            if let Some(success) = success {
+                breaker.record(success, Instant::now());
+            }
+            outcome
+        })
     }
 }
 
@@ -201,80 +102,12 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
-    fn breaker() -> CircuitBreaker {
-        CircuitBreaker::new(
-            "test",
-            BreakerConfig {
-                window: 10,
-                minimum_calls: 4,
-                failure_rate: 0.5,
-                open_duration: Duration::from_secs(5),
-                half_open_calls: 2,
-            },
-        )
-    }
-
     #[test]
-    fn stays_closed_below_the_minimum_number_of_calls() {
-        let b = breaker();
-        let t = Instant::now();
-        for _ in 0..3 {
-            b.record(false, t);
-        }
-        assert_eq!(b.state(t), BreakerState::Closed);
-        b.record(false, t);
-        assert_eq!(b.state(t), BreakerState::Open);
-    }
-
-    #[test]
-    fn opens_on_the_failure_rate_not_on_single_failures() {
-        let b = breaker();
-        let t = Instant::now();
-        for success in [true, true, true, false, true, false] {
-            b.record(success, t);
-        }
-        assert_eq!(b.state(t), BreakerState::Closed);
-        b.record(false, t);
-        b.record(false, t);
-        assert_eq!(b.state(t), BreakerState::Open, "4 of 8 failed");
-        assert_eq!(b.try_acquire(t), Err(BreakerOpen));
-    }
-
-    #[test]
-    fn half_open_after_the_open_duration_then_closes_on_successful_trials() {
-        let b = breaker();
-        let t = Instant::now();
-        for _ in 0..4 {
-            b.record(false, t);
-        }
-        let later = t + Duration::from_secs(5);
-        assert_eq!(b.state(later), BreakerState::HalfOpen);
-        assert!(b.try_acquire(later).is_ok());
-        assert!(b.try_acquire(later).is_ok());
-        assert_eq!(
-            b.try_acquire(later),
-            Err(BreakerOpen),
-            "only two trial calls"
-        );
-        b.record(true, later);
-        b.record(true, later);
-        assert_eq!(b.state(later), BreakerState::Closed);
-    }
-
-    #[test]
-    fn a_failed_trial_opens_again() {
-        let b = breaker();
-        let t = Instant::now();
-        for _ in 0..4 {
-            b.record(false, t);
-        }
-        let later = t + Duration::from_secs(6);
-        assert!(b.try_acquire(later).is_ok());
-        b.record(false, later);
-        assert_eq!(b.state(later), BreakerState::Open);
-        assert_eq!(
-            b.state(later + Duration::from_secs(5)),
-            BreakerState::HalfOpen
-        );
+    fn business_errors_do_not_count_against_the_breaker() {
+        assert!(is_upstream_failure(Code::Unavailable));
+        assert!(is_upstream_failure(Code::DeadlineExceeded));
+        assert!(!is_upstream_failure(Code::NotFound));
+        assert!(!is_upstream_failure(Code::FailedPrecondition));
+        assert!(!is_upstream_failure(Code::InvalidArgument));
     }
 }

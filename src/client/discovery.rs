@@ -7,14 +7,19 @@ use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+
+use super::replica::ReplicaSet;
 
 /// One configured target: a name or address and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// A DNS name (resolved again and again) or an IP address.
     pub host: String,
+    /// The port every address the host resolves to serves on.
     pub port: u16,
 }
 
@@ -45,6 +50,7 @@ impl Target {
 
 /// Turns targets into the addresses of the replicas behind them.
 pub trait Resolve: Send + Sync + 'static {
+    /// Every address behind `targets`; an error only when nothing could be resolved.
     fn resolve<'a>(
         &'a self,
         targets: &'a [Target],
@@ -56,10 +62,12 @@ pub trait Resolve: Send + Sync + 'static {
 /// tests and demos can move names between loopback addresses without touching `/etc/hosts`.
 #[derive(Debug, Clone, Default)]
 pub struct SystemResolver {
+    /// A file in `/etc/hosts` format consulted before the system resolver.
     pub hosts_file: Option<PathBuf>,
 }
 
 impl SystemResolver {
+    /// The system resolver, with `BOOKMESH_HOSTS_FILE` if it is set.
     pub fn from_env() -> Self {
         Self {
             hosts_file: std::env::var_os("BOOKMESH_HOSTS_FILE").map(PathBuf::from),
@@ -121,12 +129,14 @@ pub struct StaticResolver {
 }
 
 impl StaticResolver {
+    /// A resolver that answers `addresses` until [`StaticResolver::set`] changes them.
     pub fn new(addresses: impl IntoIterator<Item = SocketAddr>) -> Self {
         let resolver = Self::default();
         resolver.set(addresses);
         resolver
     }
 
+    /// What every later resolution answers.
     pub fn set(&self, addresses: impl IntoIterator<Item = SocketAddr>) {
         *self
             .addresses
@@ -146,6 +156,38 @@ impl Resolve for StaticResolver {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         Box::pin(async move { Ok(addresses) })
+    }
+}
+
+/// Keeps `set` current until the upstream that owns it is dropped: resolves `targets` every
+/// `resolve_interval`, and soon after a failure asks for it.
+pub(crate) async fn discover(
+    set: Weak<ReplicaSet>,
+    targets: Vec<Target>,
+    resolver: Arc<dyn Resolve>,
+) {
+    loop {
+        let Some(strong) = set.upgrade() else {
+            return;
+        };
+        match resolver.resolve(&targets).await {
+            Ok(addresses) => strong.update(&addresses),
+            Err(error) => {
+                tracing::warn!(upstream = %strong.config().name, %error, "resolution failed; keeping the last known replicas");
+                strong.resolved();
+            }
+        }
+        let interval = strong.config().resolve_interval;
+        let refresh = strong.refresh_signal();
+        // Hold no strong reference while waiting, so dropping the upstream ends this task.
+        drop(strong);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {},
+            () = refresh.notified() => {
+                // Coalesce bursts of failures into one resolution.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            },
+        }
     }
 }
 

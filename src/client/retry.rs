@@ -3,31 +3,30 @@
 //! jittered exponential backoff, and a token bucket that stops retrying when most calls fail,
 //! so retries never multiply the load on an upstream that is already down.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tonic::Code;
+use futures::future::BoxFuture;
+use tonic::{Code, Status};
 
-/// Whether a call may be sent more than once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Idempotency {
-    /// Reads and idempotent writes: retried on retryable codes.
-    Idempotent,
-    /// Writes whose repetition could apply twice: never retried.
-    NotIdempotent,
-}
+use super::call::{Call, Failure, Idempotency};
 
 /// Retry settings of one upstream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
     /// Attempts in all, the first included (capped at 5, as in gRFC A6).
     pub max_attempts: u32,
+    /// Bound of the first retry's random backoff.
     pub initial_backoff: Duration,
+    /// Largest backoff bound, however many retries came before.
     pub max_backoff: Duration,
+    /// Growth of the backoff bound per retry.
     pub backoff_multiplier: f64,
     /// Token bucket size: each failure takes a token, each success gives back `token_ratio`;
     /// retries stop while the bucket is at or below half.
     pub max_tokens: f64,
+    /// Tokens a success gives back.
     pub token_ratio: f64,
 }
 
@@ -50,6 +49,7 @@ pub fn is_retryable(code: Code) -> bool {
 }
 
 impl RetryConfig {
+    /// Attempts in all, at least one and at most five.
     pub fn attempts(&self) -> u32 {
         self.max_attempts.clamp(1, 5)
     }
@@ -72,6 +72,7 @@ pub struct RetryThrottle {
 }
 
 impl RetryThrottle {
+    /// A full bucket.
     pub fn new(config: &RetryConfig) -> Self {
         Self {
             max_tokens: config.max_tokens,
@@ -80,11 +81,13 @@ impl RetryThrottle {
         }
     }
 
+    /// A call succeeded (or failed in a way a retry could not fix): give back a little.
     pub fn record_success(&self) {
         let mut tokens = self.lock();
         *tokens = (*tokens + self.token_ratio).min(self.max_tokens);
     }
 
+    /// A call failed with a retryable code: take a token.
     pub fn record_failure(&self) {
         let mut tokens = self.lock();
         *tokens = (*tokens - 1.0).max(0.0);
@@ -95,6 +98,7 @@ impl RetryThrottle {
         *self.lock() > self.max_tokens / 2.0
     }
 
+    /// Tokens left (for tests and demos).
     pub fn tokens(&self) -> f64 {
         *self.lock()
     }
@@ -103,6 +107,118 @@ impl RetryThrottle {
         self.tokens
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Retries idempotent calls on retryable codes after a jittered backoff, while the retry
+/// budget and the call's deadline allow.
+#[derive(Clone)]
+pub(crate) struct RetryLayer {
+    upstream: Arc<str>,
+    config: RetryConfig,
+    throttle: Arc<RetryThrottle>,
+}
+
+/// The service [`RetryLayer`] makes.
+#[derive(Clone)]
+pub(crate) struct Retry<S> {
+    inner: S,
+    layer: RetryLayer,
+}
+
+// === impl RetryLayer ===
+
+impl RetryLayer {
+    pub(crate) fn new(
+        upstream: Arc<str>,
+        config: RetryConfig,
+        throttle: Arc<RetryThrottle>,
+    ) -> Self {
+        Self {
+            upstream,
+            config,
+            throttle,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+// === impl Retry ===
+
+impl<M, S> tower::Service<Call<M>> for Retry<S>
+where
+    M: Clone + Send + 'static,
+    S: tower::Service<Call<M>, Error = Failure> + Clone + Send + 'static,
+    S::Response: Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Failure;
+    type Future = BoxFuture<'static, Result<S::Response, Failure>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut call: Call<M>) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let RetryLayer {
+            upstream,
+            config,
+            throttle,
+        } = self.layer.clone();
+        Box::pin(async move {
+            use tower::ServiceExt as _;
+            let max_attempts = match call.idempotency {
+                Idempotency::Idempotent => config.attempts(),
+                Idempotency::NotIdempotent => 1,
+            };
+            let deadline = call.deadline;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                if Instant::now() >= deadline {
+                    return Err(Failure::Refused(Status::deadline_exceeded(format!(
+                        "{upstream}: deadline exceeded before attempt {attempt}"
+                    ))));
+                }
+                call.attempt = attempt;
+                let status = match inner.ready().await?.call(call.clone()).await {
+                    Ok(response) => {
+                        throttle.record_success();
+                        return Ok(response);
+                    }
+                    Err(Failure::Answered(status)) => status,
+                    // Nothing was sent: nothing to retry, nothing learned about the upstream.
+                    Err(other) => return Err(other),
+                };
+                let retryable = is_retryable(status.code());
+                if retryable {
+                    throttle.record_failure();
+                } else {
+                    throttle.record_success();
+                }
+                if attempt >= max_attempts || !retryable || !throttle.allows_retry() {
+                    return Err(Failure::Answered(status));
+                }
+                let backoff = config.backoff(attempt);
+                if Instant::now() + backoff >= deadline {
+                    return Err(Failure::Answered(status));
+                }
+                tracing::debug!(%upstream, attempt, ?backoff, %status, "retrying");
+                tokio::time::sleep(backoff).await;
+            }
+        })
     }
 }
 

@@ -17,20 +17,25 @@ use sea_orm::{
 };
 use tokio_stream::StreamExt;
 
-use super::Event;
+use super::envelope::Event;
+use super::outbox::Relay;
 use super::tables::{cursor, dead_letter, inbox};
 use crate::client::Upstream;
 use crate::proto::events::v1::SubscribeRequest;
 use crate::proto::events::v1::event_feed_service_client::EventFeedServiceClient;
-use crate::server::Readiness;
+use crate::readiness::Readiness;
 
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
+    /// The database failed (transient if it is unreachable or contended).
     #[error(transparent)]
     Database(#[from] DbErr),
+    /// The payload is not what its type says.
     #[error("undecodable payload: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// The event cannot be applied (an unknown member, a broken rule): retried a few times,
+    /// then dead-lettered.
     #[error("{0}")]
     Rejected(String),
     /// A condition that passes by itself (a lost race, a busy database): retried without
@@ -47,17 +52,7 @@ impl HandlerError {
         match self {
             Self::Transient(_) => true,
             Self::Database(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) => true,
-            Self::Database(error) => {
-                let text = error.to_string();
-                [
-                    "database is locked",
-                    "could not serialize",
-                    "Deadlock found",
-                    "deadlock detected",
-                ]
-                .iter()
-                .any(|needle| text.contains(needle))
-            }
+            Self::Database(error) => crate::db::is_contention(error),
             _ => false,
         }
     }
@@ -71,10 +66,17 @@ pub trait EventHandler: Send + Sync + 'static {
         txn: &'a DatabaseTransaction,
         event: &'a Event,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
+}
 
-    /// Called after a transaction that applied an event committed (e.g. to wake the relay of
-    /// this service's own outbox).
-    fn committed(&self) {}
+/// A shared handler handles as its owner would (tests keep a handle to count applications).
+impl<H: EventHandler> EventHandler for Arc<H> {
+    fn handle<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        (**self).handle(txn, event)
+    }
 }
 
 /// One subscription of a consuming service to a producer's feed.
@@ -86,11 +88,14 @@ pub struct ConsumerConfig {
     pub producer: String,
     /// Attempts of a failing handler before the event is dead-lettered.
     pub max_attempts: u32,
+    /// First pause before retrying a failed event (and resubscribing).
     pub initial_backoff: Duration,
+    /// Longest such pause.
     pub max_backoff: Duration,
 }
 
 impl ConsumerConfig {
+    /// `consumer`'s subscription to `producer`'s events, with the documented retry defaults.
     pub fn new(consumer: &str, producer: &str) -> Self {
         Self {
             consumer: consumer.to_owned(),
@@ -110,8 +115,11 @@ impl ConsumerConfig {
 /// Outcome of handling one delivered event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
+    /// The effect committed.
     Applied,
+    /// Already applied before: nothing changed.
     Duplicate,
+    /// Gave up after `max_attempts`: the event is in the dead-letter table.
     DeadLettered,
 }
 
@@ -120,19 +128,37 @@ pub enum Handled {
 pub struct Processor {
     db: DatabaseConnection,
     config: ConsumerConfig,
-    handler: Arc<dyn EventHandler>,
+    handler: Box<dyn EventHandler>,
+    /// This service's own outbox relay: a handler may append events, and they should not wait
+    /// for the relay's next poll.
+    relay: Option<Relay>,
 }
 
 impl Processor {
-    pub fn new(
-        db: DatabaseConnection,
-        config: ConsumerConfig,
-        handler: Arc<dyn EventHandler>,
-    ) -> Self {
+    /// Applies events with `handler` in `db`.
+    pub fn new(db: DatabaseConnection, config: ConsumerConfig, handler: impl EventHandler) -> Self {
         Self {
             db,
             config,
-            handler,
+            handler: Box::new(handler),
+            relay: None,
+        }
+    }
+
+    /// Wakes `relay` after each commit that applied an event.
+    pub fn waking(mut self, relay: Relay) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// The subscription this processor applies.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    fn committed(&self) {
+        if let Some(relay) = &self.relay {
+            relay.wake();
         }
     }
 
@@ -166,11 +192,9 @@ impl Processor {
     }
 
     /// Applies a dead-lettered event once more (exactly once, as any delivery). Applied or
-    /// already applied: the dead letter is removed; failed again: it stays with the new error.
-    pub async fn redrive(
-        &self,
-        row: dead_letter::Model,
-    ) -> Result<(crate::proto::events::v1::RedriveOutcome, String), DbErr> {
+    /// already applied: the dead letter is removed; failed again: it stays with the new error,
+    /// which is returned.
+    pub async fn redrive(&self, row: dead_letter::Model) -> Result<Result<Handled, String>, DbErr> {
         let event = <Event as prost::Message>::decode(row.envelope.as_slice())
             .map_err(|e| DbErr::Custom(format!("dead letter {} is unreadable: {e}", row.id)))?;
         let handled = self.try_apply(&event).await.map_err(|e| e.to_string());
@@ -179,7 +203,7 @@ impl Processor {
                 dead_letter::Entity::delete_by_id(row.id)
                     .exec(&self.db)
                     .await?;
-                self.handler.committed();
+                self.committed();
                 tracing::info!(event_id = %event.event_id, dead_letter_id = row.id, "dead letter redriven");
             }
             Err(error) => {
@@ -193,7 +217,7 @@ impl Processor {
                 tracing::warn!(event_id = %event.event_id, dead_letter_id = row.id, %error, "redrive failed");
             }
         }
-        Ok(super::dead_letters::outcome_of(handled))
+        Ok(handled)
     }
 
     /// The position after which the next subscription starts.
@@ -236,7 +260,7 @@ impl Processor {
             match applied {
                 Ok(handled) => {
                     if handled == Handled::Applied {
-                        self.handler.committed();
+                        self.committed();
                     }
                     self.record(event, handled);
                     return Ok(handled);
@@ -441,6 +465,7 @@ mod tests {
     use sea_orm_migration::MigratorTrait;
 
     use super::*;
+    use crate::events::dead_letters::outcome_of;
 
     struct EventTables;
 
@@ -553,7 +578,7 @@ mod tests {
         config.max_attempts = 2;
         config.initial_backoff = Duration::from_millis(1);
         config.max_backoff = Duration::from_millis(2);
-        let processor = Processor::new(db.clone(), config, Arc::new(Busy(AtomicU32::new(10))));
+        let processor = Processor::new(db.clone(), config, Busy(AtomicU32::new(10)));
         assert_eq!(processor.process(&event(1)).await, Ok(Handled::Applied));
         assert_eq!(dead_letter::Entity::find().count(&db).await, Ok(0));
     }
@@ -578,10 +603,12 @@ mod tests {
         assert_eq!(inbox::Entity::find().count(&db).await, Ok(0));
 
         // Still failing: the dead letter stays, one attempt more.
-        let (outcome, error) = processor
-            .redrive(letters[0].clone())
-            .await
-            .expect("redrive");
+        let (outcome, error) = outcome_of(
+            processor
+                .redrive(letters[0].clone())
+                .await
+                .expect("redrive"),
+        );
         assert_eq!(outcome, crate::proto::events::v1::RedriveOutcome::Failed);
         assert!(error.contains("not yet"));
         let letter = dead_letter::Entity::find()
@@ -593,11 +620,11 @@ mod tests {
 
         // The cause is fixed: the redrive applies it once and removes the dead letter.
         handler.failures.store(0, Ordering::SeqCst);
-        let (outcome, _) = processor.redrive(letter.clone()).await.expect("redrive");
+        let (outcome, _) = outcome_of(processor.redrive(letter.clone()).await.expect("redrive"));
         assert_eq!(outcome, crate::proto::events::v1::RedriveOutcome::Applied);
         assert_eq!(handler.applied.load(Ordering::SeqCst), 1);
         assert_eq!(dead_letter::Entity::find().count(&db).await, Ok(0));
-        let (outcome, _) = processor.redrive(letter).await.expect("redrive again");
+        let (outcome, _) = outcome_of(processor.redrive(letter).await.expect("redrive again"));
         assert_eq!(outcome, crate::proto::events::v1::RedriveOutcome::Duplicate);
         assert_eq!(handler.applied.load(Ordering::SeqCst), 1, "applied once");
     }

@@ -10,16 +10,21 @@ use prost::Message;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tonic::{Request, Response, Status};
 
-use super::Event;
-use super::consumer::Processor;
+use super::consumer::{Handled, Processor};
+use super::envelope::Event;
 use super::tables::dead_letter;
 use crate::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::proto::events::v1::dead_letter_service_server::DeadLetterService;
+use crate::proto::events::v1::dead_letter_service_server::{
+    DeadLetterService, DeadLetterServiceServer,
+};
 use crate::proto::events::v1::{
     DeadLetter, ListDeadLettersRequest, ListDeadLettersResponse, RedriveDeadLetterRequest,
     RedriveDeadLetterResponse, RedriveOutcome,
 };
 use crate::status::{FieldViolations, database_error};
+
+/// The dead-letter service a consuming service serves beside its own API.
+pub type DeadLetterServer = DeadLetterServiceServer<DeadLetters>;
 
 /// The dead letters of one service, with the processors of its subscriptions for redrives.
 pub struct DeadLetters {
@@ -28,6 +33,7 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
+    /// The dead letters in `db`, redriven through the processor of their subscription.
     pub fn new(
         db: DatabaseConnection,
         processors: impl IntoIterator<Item = Arc<Processor>>,
@@ -127,10 +133,12 @@ impl DeadLetterService for DeadLetters {
                 row.subscription
             ))
         })?;
-        let (outcome, error) = processor
-            .redrive(row)
-            .await
-            .map_err(|e| database_error(&e))?;
+        let (outcome, error) = outcome_of(
+            processor
+                .redrive(row)
+                .await
+                .map_err(|e| database_error(&e))?,
+        );
         Ok(Response::new(RedriveDeadLetterResponse {
             outcome: outcome.into(),
             error,
@@ -138,10 +146,10 @@ impl DeadLetterService for DeadLetters {
     }
 }
 
-/// What a redrive did, for [`Processor::redrive`].
-pub fn outcome_of(handled: Result<super::consumer::Handled, String>) -> (RedriveOutcome, String) {
+/// What a redrive did, as the API reports it: the outcome and, when it failed, why.
+pub(crate) fn outcome_of(handled: Result<Handled, String>) -> (RedriveOutcome, String) {
     match handled {
-        Ok(super::consumer::Handled::Applied) => (RedriveOutcome::Applied, String::new()),
+        Ok(Handled::Applied) => (RedriveOutcome::Applied, String::new()),
         Ok(_) => (RedriveOutcome::Duplicate, String::new()),
         Err(error) => (RedriveOutcome::Failed, error),
     }

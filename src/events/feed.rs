@@ -9,11 +9,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::envelope::Event;
+use super::outbox::envelope;
 use super::tables::outbox;
-use super::{Event, type_url};
-use crate::proto::events::v1::event_feed_service_server::EventFeedService;
+use crate::proto::events::v1::event_feed_service_server::{
+    EventFeedService, EventFeedServiceServer,
+};
 use crate::proto::events::v1::{SubscribeRequest, SubscribeResponse};
-use crate::server::Readiness;
+use crate::readiness::Readiness;
+
+/// The event feed a producing service serves beside its own API.
+pub type EventFeedServer = EventFeedServiceServer<EventFeed>;
 
 /// Events read from the database per query while catching up.
 const BATCH: u64 = 200;
@@ -55,24 +61,6 @@ impl EventFeed {
             .into_iter()
             .map(|row| envelope(self.producer, row))
             .collect())
-    }
-}
-
-/// The envelope of a published outbox row.
-pub fn envelope(producer: &str, row: outbox::Model) -> Event {
-    Event {
-        sequence: row.feed_sequence.unwrap_or_default(),
-        event_id: row.event_id,
-        producer: producer.to_owned(),
-        aggregate_id: row.aggregate_id,
-        occurred_at: Some(crate::proto::timestamp(row.occurred_at)),
-        traceparent: row.traceparent,
-        tracestate: row.tracestate,
-        payload: Some(prost_types::Any {
-            type_url: type_url(&row.event_type),
-            value: row.payload,
-        }),
-        event_type: row.event_type,
     }
 }
 

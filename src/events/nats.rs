@@ -23,15 +23,17 @@ use prost::Message as _;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::watch;
 
-use super::Event;
 use super::consumer::{Processor, advance_cursor, cursor_position};
-use super::feed::envelope;
+use super::envelope::Event;
+use super::outbox::envelope;
 use super::tables::outbox;
-use crate::server::Readiness;
+use crate::config::{EventArgs, EventTransport};
+use crate::readiness::Readiness;
 
 /// Where JetStream is and how streams are named.
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
+    /// The NATS server, `nats://host:port`.
     pub url: String,
     /// Prefix of stream names and subjects; tests use a unique one each.
     pub prefix: String,
@@ -42,6 +44,15 @@ pub struct NatsSettings {
 }
 
 impl NatsSettings {
+    /// The JetStream settings when `args` choose the NATS transport.
+    pub fn from_args(args: &EventArgs) -> Option<Self> {
+        (args.event_transport == EventTransport::Nats).then(|| Self {
+            url: args.nats_url.clone(),
+            prefix: args.nats_prefix.clone(),
+            replica: args.nats_replica_consumer.clone(),
+        })
+    }
+
     /// The durable consumer `consumer` reads through: the service's shared one, or this
     /// replica's own (`<consumer>-<replica>`, with characters NATS forbids in names replaced).
     pub fn durable_name(&self, consumer: &str) -> String {
@@ -63,10 +74,12 @@ impl NatsSettings {
         }
     }
 
+    /// The stream `producer` publishes to: `<PREFIX>_<PRODUCER>`.
     pub fn stream_name(&self, producer: &str) -> String {
         format!("{}_{}", self.prefix.to_uppercase(), producer.to_uppercase())
     }
 
+    /// The subject of `producer`'s events: `<prefix>.<producer>.events`.
     pub fn subject(&self, producer: &str) -> String {
         format!("{}.{}.events", self.prefix.to_lowercase(), producer)
     }

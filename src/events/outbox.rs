@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use tokio::sync::{Notify, watch};
 
-use super::NewEvent;
+use super::envelope::{Event, NewEvent, type_url};
 use super::tables::outbox;
 
 /// Appends events to the outbox. Call it with the transaction of the state change: they commit
@@ -22,7 +22,7 @@ pub async fn append(db: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<
     let now = crate::db::now();
     let rows = events.into_iter().map(|event| outbox::ActiveModel {
         event_id: Set(uuid::Uuid::now_v7().to_string()),
-        event_type: Set(event.event_type.to_owned()),
+        event_type: Set(event.event_type),
         aggregate_id: Set(event.aggregate_id),
         occurred_at: Set(now),
         payload: Set(event.payload),
@@ -53,6 +53,7 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// The relay of `producer`'s outbox in `db`; [`Relay::run`] starts it.
     pub fn new(producer: &'static str, db: DatabaseConnection) -> Self {
         Self {
             producer,
@@ -60,6 +61,16 @@ impl Relay {
             wake: Arc::new(Notify::new()),
             published: watch::Sender::new(0),
         }
+    }
+
+    /// The producing service's name.
+    pub fn producer(&self) -> &'static str {
+        self.producer
+    }
+
+    /// The database whose outbox this relay publishes.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// Asks the relay to look for new rows now (after a commit that appended events).
@@ -169,8 +180,8 @@ impl Relay {
                 }
                 Ok(_) => backoff = Duration::from_millis(50),
                 Err(error) => {
-                    // SQLite's single writer makes "database is locked" routine here.
-                    if error.to_string().contains("database is locked") {
+                    // SQLite's single writer makes lock contention routine here.
+                    if crate::db::is_contention(&error) {
                         tracing::debug!(%error, retry_in = ?backoff, "outbox relay waiting for the writer lock");
                     } else {
                         tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed; retrying");
@@ -186,6 +197,42 @@ impl Relay {
             }
         }
     }
+}
+
+/// The envelope of a published outbox row.
+pub fn envelope(producer: &str, row: outbox::Model) -> Event {
+    Event {
+        sequence: row.feed_sequence.unwrap_or_default(),
+        event_id: row.event_id,
+        producer: producer.to_owned(),
+        aggregate_id: row.aggregate_id,
+        occurred_at: Some(crate::proto::timestamp(row.occurred_at)),
+        traceparent: row.traceparent,
+        tracestate: row.tracestate,
+        payload: Some(prost_types::Any {
+            type_url: type_url(&row.event_type),
+            value: row.payload,
+        }),
+        event_type: row.event_type,
+    }
+}
+
+/// Every event `producer` wrote about `aggregate_id`, published or not yet, oldest first (a
+/// saga's history as its producer sees it).
+pub async fn events_about(
+    db: &impl ConnectionTrait,
+    producer: &str,
+    aggregate_id: &str,
+) -> Result<Vec<Event>, DbErr> {
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::AggregateId.eq(aggregate_id))
+        .order_by_asc(outbox::Column::Id)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| envelope(producer, row))
+        .collect())
 }
 
 #[cfg(test)]
@@ -205,7 +252,7 @@ mod tests {
 
     fn new_event(aggregate: &str) -> NewEvent {
         NewEvent {
-            event_type: "test.Event",
+            event_type: "test.Event".into(),
             aggregate_id: aggregate.into(),
             payload: vec![1, 2, 3],
         }

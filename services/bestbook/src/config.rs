@@ -1,18 +1,12 @@
 //! Configuration of the best-seller service, from flags and environment.
 
-use std::net::SocketAddr;
-
-use bookmesh::config::{DatabaseArgs, EventArgs, ServerArgs, mask_url_password};
+use bookmesh::config::ServiceArgs;
 use clap::Parser;
 
 /// bestbook-service: the best-seller ranking, a read model of the rental events.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about)]
+#[command(version, about, mut_arg("listen", |arg| arg.default_value("0.0.0.0:50054")))]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "BOOKMESH_LISTEN", default_value = "0.0.0.0:50054")]
-    pub listen: SocketAddr,
-
     /// Rental service endpoints (comma-separated), whose event feed this service projects.
     #[arg(
         long,
@@ -22,41 +16,17 @@ pub struct Config {
     )]
     pub rental_endpoints: Vec<String>,
 
+    /// What every service takes.
     #[command(flatten)]
-    pub events: EventArgs,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-
-    #[command(flatten)]
-    pub server: ServerArgs,
+    pub service: ServiceArgs,
 }
 
 impl Config {
     /// Configuration for tests: the given database and rental feed, the rest at defaults.
     pub fn for_tests(database_url: impl Into<String>, rental_endpoint: impl Into<String>) -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             rental_endpoints: vec![rental_endpoint.into()],
-            events: EventArgs::default(),
-            database: DatabaseArgs::url(database_url),
-            server: ServerArgs::default(),
+            service: ServiceArgs::for_tests(database_url),
         }
-    }
-
-    pub fn database_url(&self) -> String {
-        self.database.effective_url("bestbook")
-    }
-
-    /// Logs the effective configuration with secrets masked.
-    pub fn log(&self) {
-        tracing::info!(
-            listen = %self.listen,
-            rental = ?self.rental_endpoints,
-            events = ?self.events,
-            database = %mask_url_password(&self.database_url()),
-            server = ?self.server,
-            "bestbook-service configuration"
-        );
     }
 }

@@ -1,10 +1,9 @@
-//! `bestbook-service`: parses its configuration and runs the best-seller service until stopped.
+//! `bestbook-service`: parses its configuration and runs the bestbook service until stopped.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = bestbook_service::Config::parse();
-    bestbook_service::run(config).await?;
+    bookmesh::service::run(bestbook_service::Config::parse()).await?;
     Ok(())
 }

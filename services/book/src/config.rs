@@ -1,18 +1,12 @@
 //! Configuration of the book service, from flags and environment.
 
-use std::net::SocketAddr;
-
-use bookmesh::config::{DatabaseArgs, EventArgs, ServerArgs, mask_url_password};
+use bookmesh::config::ServiceArgs;
 use clap::Parser;
 
 /// book-service: the books of the library.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about)]
+#[command(version, about, mut_arg("listen", |arg| arg.default_value("0.0.0.0:50051")))]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "BOOKMESH_LISTEN", default_value = "0.0.0.0:50051")]
-    pub listen: SocketAddr,
-
     /// Rental service endpoints (comma-separated), whose event feed this service consumes.
     #[arg(
         long,
@@ -22,14 +16,9 @@ pub struct Config {
     )]
     pub rental_endpoints: Vec<String>,
 
+    /// What every service takes.
     #[command(flatten)]
-    pub events: EventArgs,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-
-    #[command(flatten)]
-    pub server: ServerArgs,
+    pub service: ServiceArgs,
 }
 
 impl Config {
@@ -37,35 +26,13 @@ impl Config {
     pub fn for_tests(database_url: impl Into<String>, rental_endpoint: impl Into<String>) -> Self {
         Self {
             rental_endpoints: vec![rental_endpoint.into()],
-            ..Self::for_database(database_url)
+            service: ServiceArgs::for_tests(database_url),
         }
     }
 
-    /// Configuration for tests: the given database, every other setting at its default.
+    /// Configuration for tests of the book service alone: no rental feed (nothing listens on
+    /// port 1).
     pub fn for_database(database_url: impl Into<String>) -> Self {
-        Self {
-            // Nothing listens on port 1: no rental feed unless a test wires one (for_tests).
-            rental_endpoints: vec!["http://127.0.0.1:1".into()],
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            events: EventArgs::default(),
-            database: DatabaseArgs::url(database_url),
-            server: ServerArgs::default(),
-        }
-    }
-
-    pub fn database_url(&self) -> String {
-        self.database.effective_url("book")
-    }
-
-    /// Logs the effective configuration with secrets masked.
-    pub fn log(&self) {
-        tracing::info!(
-            listen = %self.listen,
-            rental = ?self.rental_endpoints,
-            events = ?self.events,
-            database = %mask_url_password(&self.database_url()),
-            server = ?self.server,
-            "book-service configuration"
-        );
+        Self::for_tests(database_url, "http://127.0.0.1:1")
     }
 }

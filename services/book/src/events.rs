@@ -7,7 +7,7 @@
 //! the consumer's inbox and cursor, so a redelivered event changes nothing.
 
 use bookmesh::events::consumer::{EventHandler, HandlerError};
-use bookmesh::events::outbox::{self, Relay};
+use bookmesh::events::outbox;
 use bookmesh::events::{Event, NewEvent, decode};
 use bookmesh::proto::book::v1::{
     BookReservationRejected, BookReserved, BookReturnRejected, BookReturned,
@@ -16,19 +16,10 @@ use bookmesh::proto::rental::v1::{ItemRented, ItemReturned};
 use futures::future::BoxFuture;
 use sea_orm::DatabaseTransaction;
 
-use crate::error::BookError;
 use crate::store::{self, Reservation};
 
-pub struct RentalEvents {
-    pub relay: Relay,
-}
-
-fn database(error: BookError) -> HandlerError {
-    match error {
-        BookError::Database(db) => HandlerError::Database(db),
-        other => HandlerError::Rejected(other.to_string()),
-    }
-}
+/// Handles the rental service's events.
+pub struct RentalEvents;
 
 impl EventHandler for RentalEvents {
     fn handle<'a>(
@@ -38,10 +29,7 @@ impl EventHandler for RentalEvents {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             if let Some(rented) = decode::<ItemRented>(event)? {
-                let reply = match store::reserve(txn, &rented.book_id)
-                    .await
-                    .map_err(database)?
-                {
+                let reply = match store::reserve(txn, &rented.book_id).await? {
                     Reservation::Reserved => NewEvent::new(
                         &rented.book_id,
                         &BookReserved {
@@ -66,9 +54,7 @@ impl EventHandler for RentalEvents {
                 };
                 outbox::append(txn, vec![reply]).await?;
             } else if let Some(returned) = decode::<ItemReturned>(event)? {
-                let released = store::release(txn, &returned.book_id)
-                    .await
-                    .map_err(database)?;
+                let released = store::release(txn, &returned.book_id).await?;
                 let reply = match released {
                     Reservation::Reserved => NewEvent::new(
                         &returned.book_id,
@@ -96,9 +82,5 @@ impl EventHandler for RentalEvents {
             }
             Ok(())
         })
-    }
-
-    fn committed(&self) {
-        self.relay.wake();
     }
 }

@@ -4,7 +4,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = book_service::Config::parse();
-    book_service::run(config).await?;
+    bookmesh::service::run(book_service::Config::parse()).await?;
     Ok(())
 }

@@ -20,7 +20,7 @@ async fn start() -> Harness {
     let db = TestDatabase::fresh().await;
     let config = book_service::Config::for_database(&db.url);
     let server = RunningServer::start(|listener, shutdown| {
-        book_service::serve_until(config, listener, shutdown)
+        bookmesh::service::serve_until(config, listener, shutdown)
     })
     .await;
     let client = BookServiceClient::connect(server.url())

@@ -8,7 +8,7 @@
 //! event never counts twice.
 
 use bookmesh::events::consumer::{EventHandler, HandlerError};
-use bookmesh::events::outbox::{self, Relay};
+use bookmesh::events::outbox;
 use bookmesh::events::{Event, NewEvent, decode};
 use bookmesh::proto::member::v1::{PointsDeducted, PointsDeductionRejected};
 use bookmesh::proto::rental::v1::{
@@ -17,23 +17,14 @@ use bookmesh::proto::rental::v1::{
 use futures::future::BoxFuture;
 use sea_orm::DatabaseTransaction;
 
-use crate::error::MemberError;
 use crate::store::{self, Deduction};
 
 /// Points for renting a book, and again for bringing it back.
 pub const POINTS_PER_RENTAL: i64 = 10;
 pub const POINTS_PER_RETURN: i64 = 10;
 
-pub struct RentalEvents {
-    pub relay: Relay,
-}
-
-fn failed(error: MemberError) -> HandlerError {
-    match error {
-        MemberError::Database(db) => HandlerError::Database(db),
-        other => HandlerError::Rejected(other.to_string()),
-    }
-}
+/// Handles the rental service's events.
+pub struct RentalEvents;
 
 impl EventHandler for RentalEvents {
     fn handle<'a>(
@@ -43,37 +34,35 @@ impl EventHandler for RentalEvents {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             if let Some(cleared) = decode::<OverdueCleared>(event)? {
-                let reply = match store::deduct_points(txn, &cleared.member_id, cleared.points)
-                    .await
-                    .map_err(failed)?
-                {
-                    Deduction::Deducted { balance } => NewEvent::new(
-                        &cleared.member_id,
-                        &PointsDeducted {
-                            member_id: cleared.member_id.clone(),
-                            points: cleared.points,
-                            balance,
-                        },
-                    ),
-                    Deduction::TooFewPoints { balance } => NewEvent::new(
-                        &cleared.member_id,
-                        &PointsDeductionRejected {
-                            member_id: cleared.member_id.clone(),
-                            points: cleared.points,
-                            balance,
-                            reason: format!(
-                                "the member has {balance} points, {} are needed",
-                                cleared.points
-                            ),
-                        },
-                    ),
-                    Deduction::NoSuchMember => {
-                        return Err(HandlerError::Rejected(format!(
-                            "member {} not found",
-                            cleared.member_id
-                        )));
-                    }
-                };
+                let reply =
+                    match store::deduct_points(txn, &cleared.member_id, cleared.points).await? {
+                        Deduction::Deducted { balance } => NewEvent::new(
+                            &cleared.member_id,
+                            &PointsDeducted {
+                                member_id: cleared.member_id.clone(),
+                                points: cleared.points,
+                                balance,
+                            },
+                        ),
+                        Deduction::TooFewPoints { balance } => NewEvent::new(
+                            &cleared.member_id,
+                            &PointsDeductionRejected {
+                                member_id: cleared.member_id.clone(),
+                                points: cleared.points,
+                                balance,
+                                reason: format!(
+                                    "the member has {balance} points, {} are needed",
+                                    cleared.points
+                                ),
+                            },
+                        ),
+                        Deduction::NoSuchMember => {
+                            return Err(HandlerError::Rejected(format!(
+                                "member {} not found",
+                                cleared.member_id
+                            )));
+                        }
+                    };
                 outbox::append(txn, vec![reply]).await?;
                 return Ok(());
             }
@@ -90,19 +79,12 @@ impl EventHandler for RentalEvents {
             let Some((member_id, delta)) = change else {
                 return Ok(());
             };
-            match store::add_points(txn, &member_id, delta)
-                .await
-                .map_err(failed)?
-            {
+            match store::add_points(txn, &member_id, delta).await? {
                 true => Ok(()),
                 false => Err(HandlerError::Rejected(format!(
                     "member {member_id} not found"
                 ))),
             }
         })
-    }
-
-    fn committed(&self) {
-        self.relay.wake();
     }
 }

@@ -4,7 +4,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = member_service::Config::parse();
-    member_service::run(config).await?;
+    bookmesh::service::run(member_service::Config::parse()).await?;
     Ok(())
 }

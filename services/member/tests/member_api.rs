@@ -21,7 +21,7 @@ async fn start() -> Harness {
     let db = TestDatabase::fresh().await;
     let config = member_service::Config::for_database(&db.url);
     let server = RunningServer::start(|listener, shutdown| {
-        member_service::serve_until(config, listener, shutdown)
+        bookmesh::service::serve_until(config, listener, shutdown)
     })
     .await;
     let client = MemberServiceClient::connect(server.url())

@@ -12,26 +12,20 @@ use bookmesh::status::FieldViolations;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use bookmesh::events::outbox::Relay;
-
-use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, RuleViolation, parse_uuid};
+use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, parse_uuid};
 use crate::error::RentalError;
+use crate::history::History;
 use crate::store::RentalStore;
 use crate::upstream::Upstreams;
 
 pub struct RentalApi {
     store: RentalStore,
     upstreams: Upstreams,
-    relay: Relay,
 }
 
 impl RentalApi {
-    pub fn new(store: RentalStore, upstreams: Upstreams, relay: Relay) -> Self {
-        Self {
-            store,
-            upstreams,
-            relay,
-        }
+    pub fn new(store: RentalStore, upstreams: Upstreams) -> Self {
+        Self { store, upstreams }
     }
 }
 
@@ -93,81 +87,28 @@ fn state_message(state: ItemState) -> pb::ItemState {
     }
 }
 
-/// The item a published rental event is about, with a detail for people.
-fn published_step(row: &bookmesh::events::tables::outbox::Model) -> Option<(String, String)> {
-    use bookmesh::proto::rental::v1::{
-        ItemRented, ItemReturned, RentCanceled, RentConfirmed, ReturnCanceled,
-    };
-    use prost::Message;
-    let bytes = row.payload.as_slice();
-    let type_of = |name: &str| row.event_type == name;
-    if type_of("bookmesh.rental.v1.ItemRented") {
-        let e = ItemRented::decode(bytes).ok()?;
-        Some((e.item_id, "rented: item PENDING".into()))
-    } else if type_of("bookmesh.rental.v1.RentConfirmed") {
-        let e = RentConfirmed::decode(bytes).ok()?;
-        Some((e.item_id, "rental confirmed: item RENTED".into()))
-    } else if type_of("bookmesh.rental.v1.RentCanceled") {
-        let e = RentCanceled::decode(bytes).ok()?;
-        Some((e.item_id, format!("rental canceled: {}", e.reason)))
-    } else if type_of("bookmesh.rental.v1.ItemReturned") {
-        let e = ItemReturned::decode(bytes).ok()?;
-        Some((e.item_id, format!("returned, late fee {}", e.late_fee)))
-    } else if type_of("bookmesh.rental.v1.ReturnCanceled") {
-        let e = ReturnCanceled::decode(bytes).ok()?;
-        Some((e.item_id, format!("return canceled: {}", e.reason)))
-    } else {
-        None
-    }
-}
-
 /// One saga per item, its steps (published and received events) in time order.
-fn sagas(history: crate::store::History) -> Vec<pb::RentalSaga> {
-    let mut steps: std::collections::HashMap<
-        String,
-        Vec<(chrono::DateTime<chrono::Utc>, pb::SagaStep)>,
-    > = std::collections::HashMap::new();
-    for row in &history.published {
-        if let Some((item_id, detail)) = published_step(row) {
-            steps.entry(item_id).or_default().push((
-                row.occurred_at,
-                pb::SagaStep {
-                    event_type: row.event_type.clone(),
-                    event_id: row.event_id.clone(),
-                    producer: "rental".into(),
-                    at: Some(timestamp(row.occurred_at)),
-                    detail,
-                },
-            ));
-        }
-    }
-    for row in history.received {
-        steps.entry(row.item_id).or_default().push((
-            row.at,
-            pb::SagaStep {
-                event_type: row.event_type,
-                event_id: row.event_id,
-                producer: row.producer,
-                at: Some(timestamp(row.at)),
-                detail: row.detail,
-            },
-        ));
-    }
+fn saga_messages(history: &History) -> Vec<pb::RentalSaga> {
     history
-        .card
-        .items
-        .iter()
-        .map(|item| {
-            let mut item_steps = steps.remove(&item.item_id.to_string()).unwrap_or_default();
-            item_steps.sort_by_key(|(at, _)| *at);
-            pb::RentalSaga {
-                item_id: item.item_id.to_string(),
-                book_id: item.book_id.to_string(),
-                title: item.title.clone(),
-                state: state_message(item.state).into(),
-                cancel_reason: item.cancel_reason.clone().unwrap_or_default(),
-                steps: item_steps.into_iter().map(|(_, step)| step).collect(),
-            }
+        .sagas()
+        .into_iter()
+        .map(|saga| pb::RentalSaga {
+            item_id: saga.item.item_id.to_string(),
+            book_id: saga.item.book_id.to_string(),
+            title: saga.item.title.clone(),
+            state: state_message(saga.item.state).into(),
+            cancel_reason: saga.item.cancel_reason.clone().unwrap_or_default(),
+            steps: saga
+                .steps
+                .into_iter()
+                .map(|step| pb::SagaStep {
+                    event_type: step.event_type,
+                    event_id: step.event_id,
+                    producer: step.producer,
+                    at: Some(timestamp(step.at)),
+                    detail: step.detail,
+                })
+                .collect(),
         })
         .collect()
 }
@@ -188,7 +129,7 @@ impl pb::rental_service_server::RentalService for RentalApi {
             .await?
             .ok_or(RentalError::CardNotFound(member_id))?;
         Ok(Response::new(pb::GetRentalHistoryResponse {
-            sagas: sagas(history),
+            sagas: saga_messages(&history),
         }))
     }
 
@@ -212,34 +153,19 @@ impl pb::rental_service_server::RentalService for RentalApi {
         member?;
         let book = book?;
         if !book.available {
-            // Unavailable because this member already has it: say so, as a retried RentBook
-            // would expect.
-            let on_this_card = self
-                .store
-                .get(member_id)
-                .await?
-                .is_some_and(|card| card.held_items().any(|item| item.book_id == book_id));
-            return Err(if on_this_card {
-                RentalError::Rule(RuleViolation::AlreadyOnCard(book_id))
-            } else {
-                RentalError::BookUnavailable(book_id)
-            }
-            .into());
+            let card = self.store.get(member_id).await?;
+            let card = card.unwrap_or_else(|| RentalCard::new(member_id));
+            return Err(RentalError::Rule(card.refuse_unavailable(book_id)).into());
         }
-        let (card, item) = self
+        let (card, rented) = self
             .store
-            .update(
-                member_id,
-                true,
-                |card| {
-                    card.rent(book_id, book.title.clone(), bookmesh::db::now())
-                        .cloned()
-                },
-                |_, item| vec![crate::events::item_rented(member_id, item)],
-            )
+            .update(member_id, true, |card| {
+                card.rent(book_id, book.title.clone(), bookmesh::db::now())
+            })
             .await?;
-        self.relay.wake();
-        tracing::info!(item_id = %item.item_id, "book rented: item pending, ItemRented published");
+        if let Some(item) = rented.item() {
+            tracing::info!(item_id = %item.item_id, "book rented: item pending, ItemRented published");
+        }
         Ok(Response::new(RentBookResponse {
             rental_card: Some(card_message(&card)),
         }))
@@ -252,16 +178,13 @@ impl pb::rental_service_server::RentalService for RentalApi {
     ) -> Result<Response<ReturnBookResponse>, Status> {
         let request = request.into_inner();
         let (member_id, book_id) = parse_member_and_book(&request.member_id, &request.book_id)?;
-        let (card, late_fee) = self
+        let (card, returned) = self
             .store
-            .update(
-                member_id,
-                false,
-                |card| card.return_book(book_id, bookmesh::db::now()),
-                |card, late_fee| crate::events::item_returned(card, book_id, *late_fee),
-            )
+            .update(member_id, false, |card| {
+                card.return_book(book_id, bookmesh::db::now())
+            })
             .await?;
-        self.relay.wake();
+        let late_fee = returned.item().map_or(0, |item| item.late_fee);
         tracing::info!(%member_id, %book_id, late_fee, "book returned");
         Ok(Response::new(ReturnBookResponse {
             rental_card: Some(card_message(&card)),
@@ -275,14 +198,11 @@ impl pb::rental_service_server::RentalService for RentalApi {
     ) -> Result<Response<MarkOverdueResponse>, Status> {
         let request = request.into_inner();
         let (member_id, book_id) = parse_member_and_book(&request.member_id, &request.book_id)?;
-        let (card, ()) = self
+        let (card, _marked) = self
             .store
-            .update(
-                member_id,
-                false,
-                |card| card.mark_overdue(book_id, bookmesh::db::now()),
-                |_, _| Vec::new(),
-            )
+            .update(member_id, false, |card| {
+                card.mark_overdue(book_id, bookmesh::db::now())
+            })
             .await?;
         tracing::info!(%member_id, %book_id, "item marked overdue");
         Ok(Response::new(MarkOverdueResponse {
@@ -302,16 +222,12 @@ impl pb::rental_service_server::RentalService for RentalApi {
             violations.add("points", "must be positive");
         }
         let member_id = violations.finish(|| member_id)?;
-        let (card, ()) = self
+        let (card, _cleared) = self
             .store
-            .update(
-                member_id,
-                false,
-                |card| card.clear_overdue(request.points, bookmesh::db::now()),
-                |_, _| vec![crate::events::overdue_cleared(member_id, request.points)],
-            )
+            .update(member_id, false, |card| {
+                card.clear_overdue(request.points, bookmesh::db::now())
+            })
             .await?;
-        self.relay.wake();
         tracing::info!(%member_id, points = request.points, "late fee cleared");
         Ok(Response::new(ClearOverdueResponse {
             rental_card: Some(card_message(&card)),

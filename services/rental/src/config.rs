@@ -1,19 +1,13 @@
 //! Configuration of the rental service, from flags and environment.
 
-use std::net::SocketAddr;
-
 use bookmesh::client::UpstreamConfig;
-use bookmesh::config::{ClientArgs, DatabaseArgs, EventArgs, ServerArgs, mask_url_password};
+use bookmesh::config::{ClientArgs, ServiceArgs};
 use clap::Parser;
 
 /// rental-service: rental cards, and the rules of renting and returning books.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about)]
+#[command(version, about, mut_arg("listen", |arg| arg.default_value("0.0.0.0:50053")))]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "BOOKMESH_LISTEN", default_value = "0.0.0.0:50053")]
-    pub listen: SocketAddr,
-
     /// Member service endpoints, comma-separated.
     #[arg(
         long,
@@ -32,17 +26,13 @@ pub struct Config {
     )]
     pub book_endpoints: Vec<String>,
 
+    /// How the rental service calls the member and book services.
     #[command(flatten)]
     pub client: ClientArgs,
 
+    /// What every service takes.
     #[command(flatten)]
-    pub events: EventArgs,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-
-    #[command(flatten)]
-    pub server: ServerArgs,
+    pub service: ServiceArgs,
 }
 
 impl Config {
@@ -53,40 +43,20 @@ impl Config {
         book_endpoint: impl Into<String>,
     ) -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             member_endpoints: vec![member_endpoint.into()],
             book_endpoints: vec![book_endpoint.into()],
             client: ClientArgs::default(),
-            events: EventArgs::default(),
-            database: DatabaseArgs::url(database_url),
-            server: ServerArgs::default(),
+            service: ServiceArgs::for_tests(database_url),
         }
     }
 
-    pub fn database_url(&self) -> String {
-        self.database.effective_url("rental")
-    }
-
+    /// The member service, as the client stack calls it.
     pub fn member_upstream(&self) -> Result<UpstreamConfig, String> {
-        self.client
-            .upstream("member", self.member_endpoints.clone())
+        UpstreamConfig::from_args(&self.client, "member", self.member_endpoints.clone())
     }
 
+    /// The book service, as the client stack calls it.
     pub fn book_upstream(&self) -> Result<UpstreamConfig, String> {
-        self.client.upstream("book", self.book_endpoints.clone())
-    }
-
-    /// Logs the effective configuration with secrets masked.
-    pub fn log(&self) {
-        tracing::info!(
-            listen = %self.listen,
-            events = ?self.events,
-            database = %mask_url_password(&self.database_url()),
-            member = ?self.member_endpoints,
-            book = ?self.book_endpoints,
-            client = ?self.client,
-            server = ?self.server,
-            "rental-service configuration"
-        );
+        UpstreamConfig::from_args(&self.client, "book", self.book_endpoints.clone())
     }
 }

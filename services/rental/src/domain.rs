@@ -1,5 +1,6 @@
 //! Rental-card rules, pure: no tonic, no sea-orm, and the clock is a parameter so tests can
-//! move time. The store loads a card, one of these operations changes it, the store saves it.
+//! move time. The store loads a card, one of these rules changes it and says what happened (a
+//! [`Change`]), the store saves the card with the events `events.rs` makes of the change.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
@@ -65,9 +66,65 @@ impl RentalItem {
     }
 }
 
+/// What a rule did to a card: the fact the rest of the service acts on (the events published,
+/// the log line written), so nobody has to search the card for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A book went on the card, PENDING until the book service reserves the copy.
+    Rented(RentalItem),
+    /// The book service reserved the copy: the item is RENTED.
+    RentConfirmed(RentalItem),
+    /// The book service could not reserve it: the item is CANCELED, with the reason
+    /// (compensation).
+    RentCanceled(RentalItem),
+    /// The member handed a book back: RETURN_PENDING until the book service takes the copy,
+    /// with the item's late fee.
+    ReturnStarted(RentalItem),
+    /// The book service took the copy back: the item is RETURNED.
+    ReturnConfirmed(RentalItem),
+    /// The book service refused the copy: the item is RENTED again and its late fee removed
+    /// (compensation).
+    ReturnCanceled {
+        /// The item as it is now.
+        item: RentalItem,
+        /// Why the book service refused.
+        reason: String,
+    },
+    /// An operator marked the book overdue.
+    MarkedOverdue(RentalItem),
+    /// The member paid the late fee with `points`.
+    OverdueCleared {
+        /// The points the member pays.
+        points: i64,
+    },
+    /// The member could not pay: the late fee is owed again (compensation).
+    LateFeeRestored {
+        /// The points owed again.
+        points: i64,
+    },
+}
+
+impl Change {
+    /// The item the change is about, if it is about one.
+    pub fn item(&self) -> Option<&RentalItem> {
+        match self {
+            Self::Rented(item)
+            | Self::RentConfirmed(item)
+            | Self::RentCanceled(item)
+            | Self::ReturnStarted(item)
+            | Self::ReturnConfirmed(item)
+            | Self::ReturnCanceled { item, .. }
+            | Self::MarkedOverdue(item) => Some(item),
+            Self::OverdueCleared { .. } | Self::LateFeeRestored { .. } => None,
+        }
+    }
+}
+
 /// A rule that forbids the requested change; nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleViolation {
+    #[error("book {0} is not available")]
+    BookUnavailable(Uuid),
     #[error("the rental card is unavailable: return overdue books and clear the late fee first")]
     CardUnavailable,
     #[error("the card already holds {MAX_HELD_ITEMS} books, the most allowed at once")]
@@ -94,6 +151,7 @@ impl RuleViolation {
     /// A stable machine-readable name for clients (`google.rpc.PreconditionFailure.type`).
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::BookUnavailable(_) => "BOOK_UNAVAILABLE",
             Self::CardUnavailable => "CARD_UNAVAILABLE",
             Self::TooManyBooks => "TOO_MANY_BOOKS",
             Self::AlreadyOnCard(_) => "ALREADY_ON_CARD",
@@ -104,6 +162,15 @@ impl RuleViolation {
             Self::BooksOutstanding(_) => "BOOKS_OUTSTANDING",
             Self::NothingToClear => "NOTHING_TO_CLEAR",
             Self::WrongAmount { .. } => "WRONG_AMOUNT",
+        }
+    }
+
+    /// What the violation is about (`google.rpc.PreconditionFailure.subject`): the book for an
+    /// unavailable book, the card otherwise.
+    pub fn subject(&self) -> String {
+        match self {
+            Self::BookUnavailable(book_id) => format!("books/{book_id}"),
+            _ => "rental-card".into(),
         }
     }
 }
@@ -156,13 +223,24 @@ impl RentalCard {
         };
     }
 
+    /// Why a book the book service reports as out cannot be rented on this card: it is here
+    /// already (a retried RentBook must hear what the first one would now), or someone else
+    /// has it.
+    pub fn refuse_unavailable(&self, book_id: Uuid) -> RuleViolation {
+        if self.held_items().any(|item| item.book_id == book_id) {
+            RuleViolation::AlreadyOnCard(book_id)
+        } else {
+            RuleViolation::BookUnavailable(book_id)
+        }
+    }
+
     /// Puts a book on the card as PENDING, due in [`LOAN_DAYS`].
     pub fn rent(
         &mut self,
         book_id: Uuid,
         title: String,
         now: DateTime<Utc>,
-    ) -> Result<&RentalItem, RuleViolation> {
+    ) -> Result<Change, RuleViolation> {
         self.refresh(now);
         if self.status == CardStatus::Unavailable {
             return Err(RuleViolation::CardUnavailable);
@@ -185,14 +263,17 @@ impl RentalCard {
             late_fee: 0,
             cancel_reason: None,
         });
-        let index = self.items.len() - 1;
-        Ok(&self.items[index])
+        Ok(Change::Rented(self.items[self.items.len() - 1].clone()))
     }
 
     /// Starts a return: the RENTED item becomes RETURN_PENDING until the book service confirms
-    /// the copy is back, and a late return adds [`LATE_FEE_PER_DAY`] per day overdue. Returns
-    /// the late fee charged for this book.
-    pub fn return_book(&mut self, book_id: Uuid, now: DateTime<Utc>) -> Result<i64, RuleViolation> {
+    /// the copy is back, and a late return adds [`LATE_FEE_PER_DAY`] per day overdue (the
+    /// item's `late_fee`).
+    pub fn return_book(
+        &mut self,
+        book_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Change, RuleViolation> {
         self.refresh(now);
         let item = self.held_item_mut(book_id)?;
         match item.state {
@@ -208,38 +289,40 @@ impl RentalCard {
         item.state = ItemState::ReturnPending;
         item.returned_at = Some(now);
         item.late_fee = fee;
+        let returned = item.clone();
         self.late_fee += fee;
         self.refresh(now);
-        Ok(fee)
+        Ok(Change::ReturnStarted(returned))
     }
 
-    /// Saga step: the book service took the copy back; the return is complete. Returns whether
-    /// anything changed.
+    /// Saga step: the book service took the copy back; the return is complete. `None` when it
+    /// already was (a redelivered confirmation).
     pub fn confirm_return(
         &mut self,
         item_id: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<bool, RuleViolation> {
+    ) -> Result<Option<Change>, RuleViolation> {
         let item = self.item_mut(item_id)?;
-        let changed = match item.state {
+        let change = match item.state {
             ItemState::ReturnPending => {
                 item.state = ItemState::Returned;
-                true
+                Some(Change::ReturnConfirmed(item.clone()))
             }
-            ItemState::Returned => false,
+            ItemState::Returned => None,
             state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
         };
         self.refresh(now);
-        Ok(changed)
+        Ok(change)
     }
 
-    /// Saga compensation: the book service rejected the return, so the item is RENTED again
-    /// and its late fee is removed. Returns whether anything changed.
+    /// Saga compensation: the book service rejected the return for `reason`, so the item is
+    /// RENTED again and its late fee is removed. `None` when it already was.
     pub fn cancel_return(
         &mut self,
         item_id: Uuid,
+        reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, RuleViolation> {
+    ) -> Result<Option<Change>, RuleViolation> {
         let item = self.item_mut(item_id)?;
         let removed_fee = match item.state {
             ItemState::ReturnPending => {
@@ -247,19 +330,25 @@ impl RentalCard {
                 item.returned_at = None;
                 std::mem::take(&mut item.late_fee)
             }
-            ItemState::Rented => return Ok(false),
+            ItemState::Rented => return Ok(None),
             state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
         };
+        let item = item.clone();
         self.late_fee = (self.late_fee - removed_fee).max(0);
         self.refresh(now);
-        Ok(true)
+        Ok(Some(Change::ReturnCanceled {
+            item,
+            reason: reason.to_owned(),
+        }))
     }
 
     /// Saga compensation: the member could not pay the cleared late fee, so it is owed again
     /// (and the card UNAVAILABLE).
-    pub fn restore_late_fee(&mut self, points: i64, now: DateTime<Utc>) {
-        self.late_fee += points.max(0);
+    pub fn restore_late_fee(&mut self, points: i64, now: DateTime<Utc>) -> Change {
+        let points = points.max(0);
+        self.late_fee += points;
         self.refresh(now);
+        Change::LateFeeRestored { points }
     }
 
     /// The item with `item_id`, whatever its state.
@@ -270,60 +359,69 @@ impl RentalCard {
             .ok_or(RuleViolation::NotOnCard(item_id))
     }
 
-    /// Saga step: the book service reserved the book, so the PENDING item is RENTED. Returns
-    /// whether anything changed (a redelivered confirmation changes nothing).
+    /// Saga step: the book service reserved the book, so the PENDING item is RENTED. `None`
+    /// when it already was (a redelivered confirmation changes nothing).
     pub fn confirm_rent(
         &mut self,
         item_id: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<bool, RuleViolation> {
+    ) -> Result<Option<Change>, RuleViolation> {
         let item = self.item_mut(item_id)?;
-        let changed = match item.state {
+        let change = match item.state {
             ItemState::Pending => {
                 item.state = ItemState::Rented;
-                true
+                Some(Change::RentConfirmed(item.clone()))
             }
-            ItemState::Rented => false,
+            ItemState::Rented => None,
             state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
         };
         self.refresh(now);
-        Ok(changed)
+        Ok(change)
     }
 
     /// Saga compensation: the book could not be reserved, so the PENDING item is CANCELED
-    /// with `reason`. Returns whether anything changed.
+    /// with `reason`. `None` when it already was.
     pub fn cancel_rent(
         &mut self,
         item_id: Uuid,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, RuleViolation> {
+    ) -> Result<Option<Change>, RuleViolation> {
         let item = self.item_mut(item_id)?;
-        let changed = match item.state {
+        let change = match item.state {
             ItemState::Pending => {
                 item.state = ItemState::Canceled;
                 item.cancel_reason = Some(reason.to_owned());
-                true
+                Some(Change::RentCanceled(item.clone()))
             }
-            ItemState::Canceled => false,
+            ItemState::Canceled => None,
             state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
         };
         self.refresh(now);
-        Ok(changed)
+        Ok(change)
     }
 
     /// Operator action: the book is due yesterday (unless it was due even earlier), so it is
     /// overdue and the card UNAVAILABLE. Marking it again changes nothing.
-    pub fn mark_overdue(&mut self, book_id: Uuid, now: DateTime<Utc>) -> Result<(), RuleViolation> {
+    pub fn mark_overdue(
+        &mut self,
+        book_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Change, RuleViolation> {
         let item = self.held_item_mut(book_id)?;
         item.due_at = item.due_at.min(now - Duration::days(1));
         item.overdue = true;
+        let marked = item.clone();
         self.refresh(now);
-        Ok(())
+        Ok(Change::MarkedOverdue(marked))
     }
 
     /// Pays the late fee with `points`, which must match it exactly, once every book is back.
-    pub fn clear_overdue(&mut self, points: i64, now: DateTime<Utc>) -> Result<(), RuleViolation> {
+    pub fn clear_overdue(
+        &mut self,
+        points: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Change, RuleViolation> {
         self.refresh(now);
         let outstanding = self.held_items().count();
         if outstanding > 0 {
@@ -339,7 +437,7 @@ impl RentalCard {
         }
         self.late_fee = 0;
         self.refresh(now);
-        Ok(())
+        Ok(Change::OverdueCleared { points })
     }
 }
 
@@ -357,27 +455,35 @@ mod tests {
         RentalCard::new(Uuid::now_v7())
     }
 
+    /// The item a change is about.
+    fn item_of(change: &Change) -> &RentalItem {
+        change.item().expect("a change about an item")
+    }
+
+    /// The late fee a started return charged.
+    fn late_fee(change: Change) -> i64 {
+        match change {
+            Change::ReturnStarted(item) => item.late_fee,
+            other => panic!("not a return: {other:?}"),
+        }
+    }
+
     /// Returns a book and confirms it, as the saga does once the book service took it back.
     fn give_back(
         card: &mut RentalCard,
         book: Uuid,
         now: DateTime<Utc>,
     ) -> Result<i64, RuleViolation> {
-        let fee = card.return_book(book, now)?;
-        let item_id = card
-            .items
-            .iter()
-            .find(|item| item.book_id == book && item.state == ItemState::ReturnPending)
-            .expect("return pending")
-            .item_id;
+        let started = card.return_book(book, now)?;
+        let item_id = item_of(&started).item_id;
         card.confirm_return(item_id, now).expect("confirm return");
-        Ok(fee)
+        Ok(late_fee(started))
     }
 
     /// Rents a book and confirms it, as the saga does once the book service reserved it.
     fn rent(card: &mut RentalCard, now: DateTime<Utc>) -> Uuid {
         let book = Uuid::now_v7();
-        let item_id = card.rent(book, "A book".into(), now).expect("rent").item_id;
+        let item_id = item_of(&card.rent(book, "A book".into(), now).expect("rent")).item_id;
         card.confirm_rent(item_id, now).expect("confirm");
         book
     }
@@ -492,7 +598,7 @@ mod tests {
         let mut card = card();
         let book = rent(&mut card, t0());
         card.mark_overdue(book, t0()).expect("mark");
-        assert_eq!(card.return_book(book, t0()), Ok(10));
+        assert_eq!(card.return_book(book, t0()).map(late_fee), Ok(10));
         assert_eq!(card.items[0].state, ItemState::ReturnPending);
         assert_eq!(
             card.clear_overdue(10, t0()),
@@ -500,8 +606,12 @@ mod tests {
             "a return in progress is not a return yet"
         );
         let item_id = card.items[0].item_id;
-        assert_eq!(card.cancel_return(item_id, t0()), Ok(true));
-        assert_eq!(card.cancel_return(item_id, t0()), Ok(false));
+        let reason = "book is not rented out";
+        assert!(matches!(
+            card.cancel_return(item_id, reason, t0()),
+            Ok(Some(Change::ReturnCanceled { .. }))
+        ));
+        assert_eq!(card.cancel_return(item_id, reason, t0()), Ok(None));
         assert_eq!((card.items[0].state, card.late_fee), (ItemState::Rented, 0));
         assert_eq!(card.items[0].returned_at, None);
         // Still overdue, so still unavailable.
@@ -524,18 +634,18 @@ mod tests {
     fn a_pending_rental_cannot_be_returned_until_confirmed() {
         let mut card = card();
         let book = Uuid::now_v7();
-        let item_id = card
-            .rent(book, "A book".into(), t0())
-            .expect("rent")
-            .item_id;
+        let item_id = item_of(&card.rent(book, "A book".into(), t0()).expect("rent")).item_id;
         assert_eq!(
             give_back(&mut card, book, t0()),
             Err(RuleViolation::RentPending(book))
         );
-        assert_eq!(card.confirm_rent(item_id, t0()), Ok(true));
+        assert!(matches!(
+            card.confirm_rent(item_id, t0()),
+            Ok(Some(Change::RentConfirmed(_)))
+        ));
         assert_eq!(
             card.confirm_rent(item_id, t0()),
-            Ok(false),
+            Ok(None),
             "redelivery changes nothing"
         );
         assert_eq!(give_back(&mut card, book, t0()), Ok(0));
@@ -545,15 +655,12 @@ mod tests {
     fn a_rejected_reservation_cancels_the_item_and_frees_its_slot() {
         let mut card = card();
         let book = Uuid::now_v7();
-        let item_id = card
-            .rent(book, "A book".into(), t0())
-            .expect("rent")
-            .item_id;
-        assert_eq!(
+        let item_id = item_of(&card.rent(book, "A book".into(), t0()).expect("rent")).item_id;
+        assert!(matches!(
             card.cancel_rent(item_id, "book is not available", t0()),
-            Ok(true)
-        );
-        assert_eq!(card.cancel_rent(item_id, "again", t0()), Ok(false));
+            Ok(Some(Change::RentCanceled(_)))
+        ));
+        assert_eq!(card.cancel_rent(item_id, "again", t0()), Ok(None));
         assert_eq!(card.items[0].state, ItemState::Canceled);
         assert_eq!(
             card.items[0].cancel_reason.as_deref(),
@@ -579,6 +686,31 @@ mod tests {
         assert_eq!(
             card.mark_overdue(stranger, t0()),
             Err(RuleViolation::NotOnCard(stranger))
+        );
+    }
+
+    #[test]
+    fn an_unavailable_book_is_refused_as_already_here_or_as_unavailable() {
+        let mut card = card();
+        let mine = rent(&mut card, t0());
+        let theirs = Uuid::now_v7();
+        assert_eq!(
+            card.refuse_unavailable(mine),
+            RuleViolation::AlreadyOnCard(mine)
+        );
+        assert_eq!(
+            card.refuse_unavailable(theirs),
+            RuleViolation::BookUnavailable(theirs)
+        );
+        assert_eq!(
+            RuleViolation::BookUnavailable(theirs).subject(),
+            format!("books/{theirs}")
+        );
+        give_back(&mut card, mine, t0()).expect("return");
+        assert_eq!(
+            card.refuse_unavailable(mine),
+            RuleViolation::BookUnavailable(mine),
+            "a returned book is someone else's now"
         );
     }
 }

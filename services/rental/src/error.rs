@@ -1,10 +1,13 @@
-//! Everything that can go wrong in the rental service, and the one mapping to gRPC statuses.
+//! Everything that can go wrong in the rental service, and its two mappings: to a gRPC status
+//! for callers, to a handler error for the event consumer.
 
+use bookmesh::events::consumer::HandlerError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::RuleViolation;
 
+/// What can go wrong in the rental service.
 #[derive(Debug, thiserror::Error)]
 pub enum RentalError {
     #[error("member {0} has no rental card")]
@@ -13,8 +16,6 @@ pub enum RentalError {
     MemberNotFound(uuid::Uuid),
     #[error("book {0} not found")]
     BookNotFound(uuid::Uuid),
-    #[error("book {0} is not available")]
-    BookUnavailable(uuid::Uuid),
     #[error(transparent)]
     Rule(#[from] RuleViolation),
     #[error("the card kept changing under concurrent requests; try again")]
@@ -37,10 +38,7 @@ impl From<RentalError> for Status {
             | RentalError::BookNotFound(_)
             | RentalError::Rule(RuleViolation::NotOnCard(_)) => Status::not_found(message),
             RentalError::Rule(RuleViolation::AlreadyOnCard(_)) => Status::already_exists(message),
-            RentalError::BookUnavailable(book_id) => {
-                precondition_failed("BOOK_UNAVAILABLE", &format!("books/{book_id}"), message)
-            }
-            RentalError::Rule(rule) => precondition_failed(rule.kind(), "rental-card", message),
+            RentalError::Rule(rule) => precondition_failed(rule.kind(), &rule.subject(), message),
             RentalError::Contended => Status::aborted(message),
             RentalError::Upstream { service, status }
                 if status.code() == Code::DeadlineExceeded =>
@@ -55,6 +53,17 @@ impl From<RentalError> for Status {
                 Status::unavailable(format!("{service} service unavailable, try again"))
             }
             RentalError::Database(db) => bookmesh::status::database_error(&db),
+        }
+    }
+}
+
+impl From<RentalError> for HandlerError {
+    fn from(error: RentalError) -> Self {
+        match error {
+            RentalError::Database(db) => HandlerError::Database(db),
+            // Another transaction changed the card first: the event applies on fresh data.
+            RentalError::Contended => HandlerError::Transient(error.to_string()),
+            other => HandlerError::Rejected(other.to_string()),
         }
     }
 }

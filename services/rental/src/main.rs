@@ -4,7 +4,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = rental_service::Config::parse();
-    rental_service::run(config).await?;
+    bookmesh::service::run(rental_service::Config::parse()).await?;
     Ok(())
 }

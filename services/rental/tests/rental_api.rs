@@ -51,22 +51,22 @@ async fn start_mesh() -> Mesh {
     // One event namespace per mesh, so tests on JetStream never share streams.
     let events = EventArgs::for_tests(&format!("t{}", uuid::Uuid::now_v7().simple()));
     let mut member_config = member_service::Config::for_tests(&member_db.url, &rental_url);
-    member_config.events = events.clone();
+    member_config.service.events = events.clone();
     let member_server = RunningServer::start_on(member_listener, |listener, shutdown| {
-        member_service::serve_until(member_config, listener, shutdown)
+        bookmesh::service::serve_until(member_config, listener, shutdown)
     })
     .await;
     let mut book_config = book_service::Config::for_tests(&book_db.url, &rental_url);
-    book_config.events = events.clone();
+    book_config.service.events = events.clone();
     let book_server = RunningServer::start_on(book_listener, |listener, shutdown| {
-        book_service::serve_until(book_config, listener, shutdown)
+        bookmesh::service::serve_until(book_config, listener, shutdown)
     })
     .await;
     let mut rental_config =
         rental_service::Config::for_tests(&rental_db.url, &member_url, &book_url);
-    rental_config.events = events.clone();
+    rental_config.service.events = events.clone();
     let rental_server = RunningServer::start_on(rental_listener, |listener, shutdown| {
-        rental_service::serve_until(rental_config, listener, shutdown)
+        bookmesh::service::serve_until(rental_config, listener, shutdown)
     })
     .await;
     Mesh {
@@ -226,9 +226,9 @@ impl Mesh {
     async fn start_bestbook(&mut self) -> RunningServer {
         let db = TestDatabase::fresh().await;
         let mut config = bestbook_service::Config::for_tests(&db.url, &self.rental_url);
-        config.events = self.events.clone();
+        config.service.events = self.events.clone();
         let server = RunningServer::start(|listener, shutdown| {
-            bestbook_service::serve_until(config, listener, shutdown)
+            bookmesh::service::serve_until(config, listener, shutdown)
         })
         .await;
         self._dbs.push(db);
@@ -434,7 +434,7 @@ async fn the_best_seller_ranking_counts_confirmed_rentals_and_rebuilds_from_the_
 
     // A read model is disposable: a fresh replica on an empty database replays the feed. (On
     // JetStream replicas share one durable consumer instead: they divide the work.)
-    if mesh.events.nats().is_none() {
+    if mesh.events.event_transport != bookmesh::config::EventTransport::Nats {
         let fresh = mesh.start_bestbook().await;
         ranking(fresh.url()).await;
     }

@@ -2,13 +2,16 @@
 //!
 //! Every change is read-modify-write in one local transaction, guarded by the card's version
 //! (optimistic concurrency): two requests racing on one card cannot both pass a rule such as
-//! "at most five books" — the loser retries on fresh data.
+//! "at most five books" — the loser retries on fresh data. The events a change publishes
+//! (`events::published`) go to the outbox in the same transaction, and the relay is woken once
+//! it committed.
 
 pub mod entity;
 pub mod migration;
 
 use std::collections::HashSet;
 
+use bookmesh::events::outbox::{self, Relay};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
@@ -16,10 +19,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use bookmesh::events::{NewEvent, outbox};
-
-use crate::domain::{CardStatus, ItemState, RentalCard, RentalItem, RuleViolation};
+use crate::domain::{CardStatus, Change, ItemState, RentalCard, RentalItem, RuleViolation};
 use crate::error::RentalError;
+use crate::history::{History, Received, Step};
 use entity::{card, item};
 
 /// Attempts of a read-modify-write before giving up with ABORTED.
@@ -31,6 +33,8 @@ pub struct RentalStore {
     /// SQLite has one writer and a deferred transaction that read first cannot wait for the
     /// write lock (it fails at once), so writers of this process take turns here instead.
     sqlite_writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// Woken after a commit that appended events, so they do not wait for its next poll.
+    relay: Relay,
 }
 
 /// A card as read, with what the save needs to know about the stored rows.
@@ -43,10 +47,14 @@ struct LoadedCard {
 }
 
 impl RentalStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: DatabaseConnection, relay: Relay) -> Self {
         let sqlite_writer = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
             .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        Self { db, sqlite_writer }
+        Self {
+            db,
+            sqlite_writer,
+            relay,
+        }
     }
 
     /// The member's card, if they ever rented.
@@ -54,16 +62,19 @@ impl RentalStore {
         Ok(load(&self.db, member_id).await?.map(|loaded| loaded.card))
     }
 
-    /// Applies `change` to the member's card and saves the result atomically, together with
-    /// the events `emit` derives from it (transactional outbox). With `create_if_missing`, a
-    /// member without a card starts with an empty one. A rule violation saves nothing.
-    pub async fn update<T>(
+    /// Applies `rule` to the member's card and saves the result atomically, together with the
+    /// event of the change it made (transactional outbox). With `create_if_missing`, a member
+    /// without a card starts with an empty one. A rule violation saves nothing. The rule may
+    /// run more than once: a lost race is retried on fresh data.
+    pub async fn update<C>(
         &self,
         member_id: Uuid,
         create_if_missing: bool,
-        change: impl Fn(&mut RentalCard) -> Result<T, RuleViolation>,
-        emit: impl Fn(&RentalCard, &T) -> Vec<NewEvent>,
-    ) -> Result<(RentalCard, T), RentalError> {
+        rule: impl Fn(&mut RentalCard) -> Result<C, RuleViolation>,
+    ) -> Result<(RentalCard, C), RentalError>
+    where
+        C: Clone + Into<Option<Change>>,
+    {
         let _writer = match &self.sqlite_writer {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -80,8 +91,14 @@ impl RentalStore {
                 None => return Err(RentalError::CardNotFound(member_id)),
             };
             let mut card = loaded.card.clone();
-            let outcome = change(&mut card)?;
-            let events = emit(&card, &outcome);
+            let outcome = rule(&mut card)?;
+            let events: Vec<_> = outcome
+                .clone()
+                .into()
+                .and_then(|change| crate::events::published(member_id, &change))
+                .into_iter()
+                .collect();
+            let publishes = !events.is_empty();
             let saved = match save(&txn, &loaded, &card).await {
                 Ok(()) => outbox::append(&txn, events).await.map_err(SaveError::from),
                 Err(error) => Err(error),
@@ -97,7 +114,12 @@ impl RentalStore {
                 Err(SaveError::Database(error)) => return Err(error.into()),
             }
             match txn.commit().await {
-                Ok(()) => return Ok((card, outcome)),
+                Ok(()) => {
+                    if publishes {
+                        self.relay.wake();
+                    }
+                    return Ok((card, outcome));
+                }
                 Err(error) if is_contention(&error) => {
                     contention_backoff(attempt).await;
                     continue;
@@ -118,26 +140,32 @@ async fn contention_backoff(attempt: usize) {
     .await;
 }
 
-/// Applies `change` to an existing card inside the caller's transaction (an event consumer's),
-/// with the events `emit` derives from it. A concurrent change makes it fail; the consumer
-/// retries the whole event.
-pub async fn update_in<T>(
+/// Applies `rule` to an existing card inside the caller's transaction (an event consumer's),
+/// with the event of the change it made. A concurrent change makes it fail; the consumer
+/// retries the whole event (and wakes the relay once it committed).
+pub async fn update_in<C>(
     txn: &impl ConnectionTrait,
     member_id: Uuid,
-    change: impl FnOnce(&mut RentalCard) -> Result<T, RuleViolation>,
-    emit: impl FnOnce(&RentalCard, &T) -> Vec<NewEvent>,
-) -> Result<(RentalCard, T), RentalError> {
+    rule: impl FnOnce(&mut RentalCard) -> Result<C, RuleViolation>,
+) -> Result<(RentalCard, C), RentalError>
+where
+    C: Clone + Into<Option<Change>>,
+{
     let loaded = load(txn, member_id)
         .await?
         .ok_or(RentalError::CardNotFound(member_id))?;
     let mut card = loaded.card.clone();
-    let outcome = change(&mut card)?;
+    let outcome = rule(&mut card)?;
     match save(txn, &loaded, &card).await {
         Ok(()) => {}
         Err(SaveError::Conflict) => return Err(RentalError::Contended),
         Err(SaveError::Database(error)) => return Err(error.into()),
     }
-    outbox::append(txn, emit(&card, &outcome)).await?;
+    let events = outcome
+        .clone()
+        .into()
+        .and_then(|change| crate::events::published(member_id, &change));
+    outbox::append(txn, events.into_iter().collect()).await?;
     Ok((card, outcome))
 }
 
@@ -165,30 +193,32 @@ pub async fn record_step(
     Ok(())
 }
 
-/// What GetRentalHistory is built from: the card, the events the rental service published
-/// about the member (its outbox) and those it received (saga steps).
-pub struct History {
-    pub card: RentalCard,
-    pub published: Vec<bookmesh::events::tables::outbox::Model>,
-    pub received: Vec<entity::saga_step::Model>,
-}
-
 impl RentalStore {
+    /// What GetRentalHistory is built from: the card, the events the rental service published
+    /// about the member (its outbox) and those it received (saga steps).
     pub async fn history(&self, member_id: Uuid) -> Result<Option<History>, RentalError> {
         let Some(loaded) = load(&self.db, member_id).await? else {
             return Ok(None);
         };
         let key = member_id.to_string();
-        let published = bookmesh::events::tables::outbox::Entity::find()
-            .filter(bookmesh::events::tables::outbox::Column::AggregateId.eq(key.clone()))
-            .order_by_asc(bookmesh::events::tables::outbox::Column::Id)
-            .all(&self.db)
-            .await?;
+        let published = outbox::events_about(&self.db, "rental", &key).await?;
         let received = entity::saga_step::Entity::find()
             .filter(entity::saga_step::Column::MemberId.eq(key))
             .order_by_asc(entity::saga_step::Column::Id)
             .all(&self.db)
-            .await?;
+            .await?
+            .into_iter()
+            .map(|row| Received {
+                item_id: row.item_id,
+                step: Step {
+                    event_type: row.event_type,
+                    event_id: row.event_id,
+                    producer: row.producer,
+                    at: row.at,
+                    detail: row.detail,
+                },
+            })
+            .collect();
         Ok(Some(History {
             card: loaded.card,
             published,
@@ -212,20 +242,12 @@ impl From<DbErr> for SaveError {
     }
 }
 
-/// Errors that mean "another transaction got there first": retry on fresh data.
+/// Errors that mean "another transaction got there first": retry on fresh data. Besides the
+/// platform's contention (a held lock, a serialization failure), a unique violation here is a
+/// racing request that inserted the same new card or item first.
 fn is_contention(error: &DbErr) -> bool {
-    if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
-        return true;
-    }
-    // SQLite's single writer, PostgreSQL serialization failures and MySQL deadlocks.
-    let text = error.to_string();
-    [
-        "database is locked",
-        "could not serialize",
-        "Deadlock found",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
+    bookmesh::db::is_contention(error)
+        || matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 async fn load(

@@ -1,0 +1,190 @@
+//! The one way to run a bookmesh gRPC server.
+//!
+//! Every server gets gRPC health (`grpc.health.v1`: NOT_SERVING until the service is ready and
+//! again from the moment a stop signal arrives), reflection v1 and v1alpha (grpcurl 1.8 and
+//! grpcui only speak v1alpha) with the health and `google.rpc` error types registered, HTTP/2
+//! limits and keepalive, the admin port, and a graceful drain bounded by a grace period.
+//!
+//! The service's API, its event feed and its dead-letter service sit behind the server stack
+//! ([`stack`]): readiness gate, load shedding, trace, metrics, access log and deadline, each a
+//! layer of its own.
+
+mod access_log;
+mod deadline;
+mod health;
+mod load_shed;
+mod metrics;
+mod readiness_gate;
+mod response;
+mod shutdown;
+mod stack;
+mod trace;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+
+pub use health::LIVENESS_NAME;
+pub use shutdown::shutdown_signal;
+
+use crate::config::ServerArgs;
+use crate::events::dead_letters::DeadLetterServer;
+use crate::events::feed::EventFeedServer;
+use crate::readiness::Readiness;
+
+/// Errors that stop a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not be built from the descriptors.
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The database pool could not be created.
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// An upstream is misconfigured.
+    #[error("upstream: {0}")]
+    Upstream(#[from] crate::client::UpstreamError),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The listening socket could not be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    /// Calls were still running when the shutdown grace period ended.
+    #[error("in-flight calls did not finish within the shutdown grace period")]
+    DrainTimedOut,
+}
+
+/// The event services a service serves beside its API, if it produces or consumes events.
+#[derive(Default)]
+pub struct EventServices {
+    /// Its event feed, if it publishes events.
+    pub feed: Option<EventFeedServer>,
+    /// Its dead letters, if it consumes events.
+    pub dead_letters: Option<DeadLetterServer>,
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve<S>(
+    settings: &ServerArgs,
+    service: S,
+    events: EventServices,
+    listener: TcpListener,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health::initial_statuses(&health_reporter, S::NAME).await;
+    let mut served_names = vec![S::NAME];
+    if events.feed.is_some() {
+        served_names.push(<EventFeedServer as NamedService>::NAME);
+    }
+    if events.dead_letters.is_some() {
+        served_names.push(<DeadLetterServer as NamedService>::NAME);
+    }
+    let reflection_v1 = health::reflection(&served_names).build_v1()?;
+    let reflection_v1alpha = health::reflection(&served_names).build_v1alpha()?;
+    let health_task = tokio::spawn(health::follow_readiness(
+        health_reporter,
+        S::NAME,
+        readiness.clone(),
+    ));
+    let admin_task = settings.admin_listen.map(|address| {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::admin::serve(address, readiness).await {
+                tracing::error!(%error, %address, "admin HTTP server failed");
+            }
+        })
+    });
+
+    let drain_delay = settings.drain_delay;
+    let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = readiness.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            service = S::NAME,
+            ?drain_delay,
+            "stop requested: reporting NOT_SERVING, then draining"
+        );
+        stopping.mark_stopping();
+        tokio::time::sleep(drain_delay).await;
+        let _ = drain_started_tx.send(());
+    };
+
+    let local_addr = listener.local_addr().ok();
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(settings.keepalive_interval));
+
+    let mut builder = tonic::transport::Server::builder();
+    if !settings.max_connection_age.is_zero() {
+        // Jitter per process, so replicas started together do not send their clients away at
+        // the same moment.
+        let jitter = 0.9 + 0.2 * fastrand::f64();
+        builder = builder
+            .max_connection_age(settings.max_connection_age.mul_f64(jitter))
+            .max_connection_age_grace(settings.request_timeout);
+    }
+    let guard = stack::Guard {
+        readiness,
+        permits: Arc::new(tokio::sync::Semaphore::new(
+            settings.max_concurrent_requests,
+        )),
+        request_timeout: settings.request_timeout,
+    };
+    let server = builder
+        .timeout(settings.request_timeout)
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_optional_service(events.feed.map(|feed| stack::guarded(feed, &guard)))
+        .add_optional_service(
+            events
+                .dead_letters
+                .map(|dead_letters| stack::guarded(dead_letters, &guard)),
+        )
+        .add_service(stack::guarded(service, &guard))
+        .serve_with_incoming_shutdown(incoming, signal);
+
+    tracing::info!(service = S::NAME, address = ?local_addr, "gRPC server listening");
+    let grace = settings.shutdown_grace;
+    let result = tokio::select! {
+        served = server => served.map_err(ServeError::from),
+        () = async {
+            // Only after the drain began does the grace period run.
+            if drain_started_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                futures::future::pending::<()>().await;
+            }
+        } => Err(ServeError::DrainTimedOut),
+    };
+    health_task.abort();
+    if let Some(admin) = admin_task {
+        admin.abort();
+    }
+    tracing::info!(service = S::NAME, "gRPC server stopped");
+    result
+}

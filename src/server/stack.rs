@@ -1,0 +1,74 @@
+//! The server stack: what stands between the network and a service's handlers, composed once,
+//! outermost first. Health and reflection stay outside it: probes must answer even while the
+//! service sheds load or waits for its database.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::LayerExt as _;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use super::access_log::AccessLogLayer;
+use super::deadline::DeadlineLayer;
+use super::load_shed::ShedAsResourceExhaustedLayer;
+use super::metrics::MetricsLayer;
+use super::readiness_gate::ReadinessGateLayer;
+use super::trace::TraceLayer;
+use crate::readiness::Readiness;
+
+/// What every guarded service of one server shares.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) readiness: Readiness,
+    /// One pool of permits for all the server's services: the limit is the process's.
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) request_timeout: Duration,
+}
+
+/// `service` behind the stack. It keeps its name, so tonic routes to it as before.
+pub(crate) fn guarded<S>(
+    service: S,
+    guard: &Guard,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + NamedService
++ Clone
++ Send
++ Sync
++ 'static
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    ServiceBuilder::new()
+        // First: a service still migrating answers UNAVAILABLE and spends nothing else.
+        .layer(ReadinessGateLayer::new(guard.readiness.clone()))
+        // Then shedding, before any work is spent on a call that will be refused: tower's
+        // limit and load shed, answered as RESOURCE_EXHAUSTED.
+        .layer(ShedAsResourceExhaustedLayer::new(S::NAME))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+            guard.permits.clone(),
+        ))
+        // The span wraps everything below, so the access log and the handler run in it.
+        .layer(TraceLayer::new(S::NAME))
+        // Metrics and the access log sit above the deadline, so they see its answer too.
+        .layer(MetricsLayer::new(S::NAME))
+        .layer(AccessLogLayer)
+        // Innermost: the handler runs with its deadline, and nothing outlives it.
+        .layer(DeadlineLayer::new(guard.request_timeout))
+        .named_layer(service)
+}

@@ -1,0 +1,202 @@
+//! One service skeleton. A service says what it is (name, migrations, API) and builds its parts
+//! once its database pool exists; the skeleton does the rest, the same way for every service:
+//! logging and tracing, binding, the lazy database pool and migrations behind the health
+//! status, the event feed and consumers, the server stack, the drain.
+//!
+//! ```ignore
+//! impl bookmesh::service::Service for Config {
+//!     const NAME: &'static str = "book";
+//!     type Migrator = store::migration::Migrator;
+//!     type Api = BookServiceServer<BookApi>;
+//!     fn args(&self) -> &ServiceArgs { &self.service }
+//!     fn build(self, parts: &mut Parts) -> Result<Self::Api, ServeError> {
+//!         parts.publish_events();
+//!         parts.consume_events("rental", self.rental_endpoints, RentalEvents)?;
+//!         Ok(BookServiceServer::new(BookApi::new(BookStore::new(parts.db()))))
+//!     }
+//! }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::NamedService;
+
+use crate::config::{EventArgs, ServiceArgs};
+use crate::events::consumer::{ConsumerConfig, EventHandler, Processor};
+use crate::events::dead_letters::{DeadLetterServer, DeadLetters};
+use crate::events::outbox::Relay;
+use crate::events::{Consumer, Producer};
+use crate::readiness::Readiness;
+use crate::server::{EventServices, ServeError};
+
+/// What makes a bookmesh service, for the skeleton to run it. Implemented by each service's
+/// `Config`: the configuration says which service it is.
+pub trait Service: std::fmt::Debug + Send + Sized + 'static {
+    /// The service's name: its logs and traces, its default SQLite file, its events' producer
+    /// and consumer names (`book`).
+    const NAME: &'static str;
+    /// The migrations of its database, applied before it reports SERVING.
+    type Migrator: MigratorTrait;
+    /// Its gRPC API, as tonic generates it (`BookServiceServer<BookApi>`).
+    type Api: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static;
+
+    /// The settings every service shares.
+    fn args(&self) -> &ServiceArgs;
+
+    /// Builds the API from `parts`, starting the service's event publishing and consuming.
+    /// Runs once the database pool exists (it may not answer yet).
+    fn build(self, parts: &mut Parts) -> Result<Self::Api, ServeError>;
+}
+
+/// What a service builds its API from, and where it registers its events.
+pub struct Parts {
+    service: &'static str,
+    db: DatabaseConnection,
+    readiness: Readiness,
+    events: EventArgs,
+    max_message_bytes: usize,
+    /// Created for every service so consumers can wake it; started by `publish_events`.
+    relay: Relay,
+    producer: Option<Producer>,
+    consumers: Vec<Consumer>,
+}
+
+impl Parts {
+    /// The service's database (a lazy pool: it may not answer yet).
+    pub fn db(&self) -> DatabaseConnection {
+        self.db.clone()
+    }
+
+    /// Largest gRPC message the API should accept or send (`--max-message-bytes`).
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Publishes the service's outbox: starts the relay (and the JetStream publisher) and
+    /// serves the event feed. Returns the relay, for a store to wake after its commits.
+    pub fn publish_events(&mut self) -> Relay {
+        if self.producer.is_none() {
+            self.producer = Some(crate::events::start_producer(
+                self.relay.clone(),
+                &self.readiness,
+                &self.events,
+            ));
+        }
+        self.relay.clone()
+    }
+
+    /// Consumes `producer`'s events with `handler`, from its feed at `endpoints` or its
+    /// JetStream stream, exactly once each; failed events go to the dead-letter service. The
+    /// service's own relay is woken after each applied event, for the events it appended.
+    pub fn consume_events(
+        &mut self,
+        producer: &str,
+        endpoints: Vec<String>,
+        handler: impl EventHandler,
+    ) -> Result<(), ServeError> {
+        let processor = Processor::new(
+            self.db.clone(),
+            ConsumerConfig::new(self.service, producer),
+            handler,
+        )
+        .waking(self.relay.clone());
+        let consumer =
+            crate::events::start_consumer(processor, endpoints, &self.readiness, &self.events)?;
+        self.consumers.push(consumer);
+        Ok(())
+    }
+
+    /// The event services to serve, and the tasks to stop with the server.
+    fn into_events(self) -> (EventServices, Vec<tokio::task::JoinHandle<()>>) {
+        let mut tasks = Vec::new();
+        let feed = self.producer.map(|producer| {
+            tasks.push(producer.task);
+            producer.feed
+        });
+        let dead_letters = (!self.consumers.is_empty()).then(|| {
+            let processors = self
+                .consumers
+                .iter()
+                .map(|c| c.processor.clone())
+                .collect::<Vec<_>>();
+            DeadLetterServer::new(DeadLetters::new(self.db.clone(), processors))
+        });
+        tasks.extend(self.consumers.into_iter().map(|consumer| consumer.task));
+        (EventServices { feed, dead_letters }, tasks)
+    }
+}
+
+/// Runs `service` as a process does: logging and tracing, the configuration logged (secrets
+/// masked), the configured address bound, served until SIGINT or SIGTERM.
+pub async fn run<S: Service>(service: S) -> Result<(), ServeError> {
+    // Kept until the server stops, so pending spans are flushed on the way out.
+    let _telemetry = crate::telemetry::init(S::NAME, service.args().server.log_format);
+    tracing::info!(config = ?service, "{}-service configuration", S::NAME);
+    let listener = crate::listener::bind(service.args().listen).await?;
+    serve(service, listener).await
+}
+
+/// Serves `service` on `listener` until SIGINT or SIGTERM.
+pub async fn serve<S: Service>(service: S, listener: TcpListener) -> Result<(), ServeError> {
+    serve_until(service, listener, crate::server::shutdown_signal()).await
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
+/// Tests start real servers with this, on an ephemeral port.
+pub async fn serve_until<S: Service>(
+    service: S,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let args = service.args().clone();
+    // Lazy: the server starts, answers NOT_SERVING, and waits for a database still starting.
+    let db = crate::db::connect_lazy(&args.database.effective_url(S::NAME)).await?;
+    let readiness = Readiness::new();
+    let readiness_task = crate::db::spawn_readiness::<S::Migrator>(
+        db.clone(),
+        readiness.clone(),
+        args.server.readiness_interval,
+    );
+    let mut parts = Parts {
+        service: S::NAME,
+        relay: Relay::new(S::NAME, db.clone()),
+        db,
+        readiness: readiness.clone(),
+        events: args.events.clone(),
+        max_message_bytes: args.server.max_message_bytes,
+        producer: None,
+        consumers: Vec::new(),
+    };
+    let api = match service.build(&mut parts) {
+        Ok(api) => api,
+        Err(error) => {
+            readiness_task.abort();
+            for task in parts.into_events().1 {
+                task.abort();
+            }
+            return Err(error);
+        }
+    };
+    let (events, tasks) = parts.into_events();
+    let served =
+        crate::server::serve(&args.server, api, events, listener, readiness, shutdown).await;
+    readiness_task.abort();
+    for task in tasks {
+        task.abort();
+    }
+    served
+}
