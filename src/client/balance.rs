@@ -96,18 +96,18 @@ where
                     return outcome;
                 };
                 let code = status.code();
+                let never_sent = never_left_the_client(&status);
                 // A replica that fails while others are healthy is that replica's problem (it
                 // is leaving, draining or restarting), not an outage of the upstream.
                 let replica_local = code == Code::Unavailable
                     && !replica.is_ejected(Instant::now())
                     && has_other_healthy_replica(&replicas, &replica);
-                if code == Code::Unavailable {
-                    // Refused, draining or starting: send nothing there for a while, and look
-                    // again at what the name resolves to.
+                if code == Code::Unavailable || never_sent {
+                    // Refused, draining, starting or gone: send nothing there for a while, and
+                    // look again at what the name resolves to.
                     replica.eject(Instant::now() + config.eject_duration);
                     replicas.request_refresh();
                 }
-                let never_sent = never_left_the_client(&status);
                 let failover =
                     never_sent || (replica_local && call.idempotency == Idempotency::Idempotent);
                 if failover && failovers < MAX_TRANSPARENT_RETRIES {
@@ -173,16 +173,29 @@ fn power_of_two_choices<'a>(candidates: &[&'a Arc<Replica>]) -> &'a Arc<Replica>
     if b.in_flight() < a.in_flight() { b } else { a }
 }
 
-/// Whether a failed call never reached a server: connecting failed (tonic marks those with
-/// `ConnectError` in the error's source chain; a server's answer never carries one).
+/// Whether a failed call never reached a server's handler, so sending it elsewhere cannot apply
+/// it twice (gRFC A6's transparent retry). Three ways, all seen while a replica shuts down:
+/// - connecting failed (tonic puts a `ConnectError` in the error's source chain);
+/// - the connection closed while the request still waited to be written (hyper: canceled, "a
+///   pending item was dropped before ever being processed");
+/// - the server's GOAWAY refused the stream (h2 fails exactly the streams above the GOAWAY's
+///   last processed id, and those opened after it, with the remote GOAWAY error; a stream cut
+///   by the connection closing gets an I/O error instead).
+///
+/// A server's answer never carries any of these.
 fn never_left_the_client(status: &Status) -> bool {
     use std::error::Error as _;
-    if status.code() != Code::Unavailable {
-        return false;
-    }
     let mut source = status.source();
     while let Some(error) = source {
-        if error.downcast_ref::<tonic::ConnectError>().is_some() {
+        let refused_by_go_away = error
+            .downcast_ref::<h2::Error>()
+            .is_some_and(|h2| h2.is_go_away() && h2.is_remote());
+        if error.downcast_ref::<tonic::ConnectError>().is_some()
+            || error
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+            || refused_by_go_away
+        {
             return true;
         }
         source = error.source();
@@ -219,5 +232,8 @@ mod tests {
             .expect_err("refused");
         assert!(never_left_the_client(&status), "{status:?}");
         assert!(!never_left_the_client(&Status::unavailable("draining")));
+        assert!(!never_left_the_client(&Status::cancelled(
+            "the caller gave up"
+        )));
     }
 }
