@@ -4,7 +4,7 @@
 #   2. every kustomization rendered (kind and production overlays, the hpa-demo Job) and
 #      validated strictly (unknown fields are errors) against Kubernetes schemas;
 #   3. the invariants a schema cannot see, and a run of each binary exactly as its Deployment
-#      says (tests/k8s_manifests.rs, against the rendered manifests).
+#      says (tests/k8s_manifests/, against the rendered manifests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +52,7 @@ scripts/drop-test-databases.sh
 # applied to a copy of k8s/, rendered like the real one, and must make its test fail.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# expect_failure WHAT TEST FILE SED-EXPRESSION [FILE SED-EXPRESSION...]
+# expect_failure WHAT TEST FILE SED-EXPRESSION [FILE SED-EXPRESSION...]; TEST is module::name
 expect_failure() {
   local what=$1 test=$2
   shift 2
@@ -76,31 +76,31 @@ expect_failure() {
     echo "self-test failed: $test passed although $what" >&2
     exit 1
   fi
-  if ! grep -q "panicked at tests/k8s_manifests.rs" "$work/log"; then
+  if ! grep -q "panicked at tests/k8s_manifests/" "$work/log"; then
     echo "self-test failed: $test did not fail on an assertion when $what:" >&2
     cat "$work/log" >&2
     exit 1
   fi
   echo "ok - $test fails when $what"
 }
-expect_failure "rental may reach member's database" network_policies_admit_exactly_the_real_callers \
+expect_failure "rental may reach member's database" network_policies::network_policies_admit_exactly_the_real_callers \
   base/member/database.yaml '0,/app.kubernetes.io\/name: member$/s//app.kubernetes.io\/name: member\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io\/name: rental/' \
   base/rental/network-policy.yaml 's/app.kubernetes.io\/name: rental-db$/app.kubernetes.io\/component: database/'
-expect_failure "rental's database admits any pod of any namespace" network_policies_admit_exactly_the_real_callers \
+expect_failure "rental's database admits any pod of any namespace" network_policies::network_policies_admit_exactly_the_real_callers \
   base/rental/database.yaml 's/^  ingress:$/  ingress:\n    - {}/'
-expect_failure "book cannot reach NATS" network_policies_admit_exactly_the_real_callers \
+expect_failure "book cannot reach NATS" network_policies::network_policies_admit_exactly_the_real_callers \
   base/book/network-policy.yaml 's/port: 4222/port: 4223/'
 expect_failure "book listens on a port its Service does not target" \
-  services_select_pods_and_every_port_is_one_the_binary_listens_on \
+  services_and_ports::services_select_pods_and_every_port_is_one_the_binary_listens_on \
   base/book/config.env 's/BOOKMESH_LISTEN=0.0.0.0:50051/BOOKMESH_LISTEN=0.0.0.0:50059/'
 expect_failure "rental sets a variable its binary does not read" \
-  every_environment_variable_is_one_the_binary_reads \
+  configuration::every_environment_variable_is_one_the_binary_reads \
   base/rental/config.env 's/^BOOKMESH_LOG_FORMAT=json$/BOOKMESH_LOG_FORMT=json/'
 expect_failure "an HPA targets a Deployment that does not exist" \
-  every_service_scales_on_cpu_between_two_and_more_replicas \
+  autoscaling::every_service_scales_on_cpu_between_two_and_more_replicas \
   base/bestbook/hpa.yaml '0,/    name: bestbook$/s//    name: best-book/'
 expect_failure "the readiness probe checks the admin port" \
-  probes_use_grpc_health_on_the_serving_port_and_the_drain_fits_the_grace_period \
+  probes_and_draining::probes_use_grpc_health_on_the_serving_port_and_the_drain_fits_the_grace_period \
   base/member/deployment.yaml '/readinessProbe:/,/port:/s/port: 50052/port: 9090/'
-expect_failure "a container may escalate privileges" every_pod_meets_the_restricted_pod_security_standard \
+expect_failure "a container may escalate privileges" pod_security::every_pod_meets_the_restricted_pod_security_standard \
   base/nats/nats.yaml 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/'

@@ -1,9 +1,11 @@
 //! Helpers for the workspace-level tests: the service binaries run as real processes.
+//!
+//! Waits poll with the one `bookmesh::testing::eventually`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -144,18 +146,6 @@ impl ServiceProcess {
             .expect("service stops within 20 s")
             .expect("wait");
         assert!(status.success(), "{} exited with {status}", self.name);
-    }
-}
-
-/// Polls `condition` until it holds; panics with `what` after `deadline`.
-pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
