@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use crate::readiness::Readiness;
 
 /// Serves the admin endpoints on `address` until the task is dropped or aborted.
-pub async fn serve(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
+pub(crate) async fn serve(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
     let listener = crate::listener::bind(address).await?;
     tracing::info!(%address, "admin HTTP listening (/metrics, /healthz, /readyz)");
     loop {

@@ -24,16 +24,19 @@ pub enum LogFormat {
 /// travel, and the settings of the shared server runtime.
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
-    /// Address to listen on for gRPC. Each service's `Config` sets its own default port.
+    /// Address to listen on for gRPC.
     #[arg(long, env = "BOOKMESH_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Where its data lives.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// How its events travel.
     #[command(flatten)]
     pub events: EventArgs,
 
+    /// The server runtime's settings.
     #[command(flatten)]
     pub server: ServerArgs,
 }

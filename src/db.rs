@@ -118,7 +118,7 @@ const MIGRATION_LOCK_WAIT_SECONDS: i64 = 60;
 
 /// Runs migrations (retrying with backoff until the database answers), then keeps the health
 /// status in step with the database: SERVING while it answers pings, NOT_SERVING otherwise.
-pub fn spawn_readiness<M: MigratorTrait>(
+pub(crate) fn spawn_readiness<M: MigratorTrait>(
     db: DatabaseConnection,
     readiness: Readiness,
     interval: Duration,
@@ -192,7 +192,7 @@ pub fn timestamp_column(
 }
 
 /// Exports the pool's connections in use and idle (`bookmesh_db_pool_connections`).
-pub fn record_pool_metrics(db: &DatabaseConnection) {
+pub(crate) fn record_pool_metrics(db: &DatabaseConnection) {
     // The getters below panic for another backend, so they are only called for the right one.
     let (size, idle) = match db.get_database_backend() {
         sea_orm::DbBackend::Sqlite => {

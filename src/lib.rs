@@ -27,21 +27,23 @@
 //! 11. `service`: the one service skeleton.
 //! 12. `testing`: helpers for tests (feature `testing`).
 
-pub mod admin;
+#![warn(missing_docs, unreachable_pub)]
+
+mod admin;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod deadline;
 pub mod events;
-pub mod listener;
-pub mod metrics;
+mod listener;
+mod metrics;
 pub mod paging;
 pub mod proto;
 pub mod readiness;
 pub mod server;
 pub mod service;
 pub mod status;
-pub mod telemetry;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod trace_context;
+mod trace_context;

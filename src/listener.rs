@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 /// lie in Linux's ephemeral range, and a client connection that used one as its source port
 /// holds it in TIME_WAIT for up to a minute (reserve the ports with
 /// `net.ipv4.ip_local_reserved_ports` to avoid the wait altogether).
-pub async fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let listen = || -> std::io::Result<TcpListener> {
         let socket = if address.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?

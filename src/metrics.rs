@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// The process-wide registry that `/metrics` renders.
-pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+pub(crate) static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C) -> C {
     // Registration fails only for a duplicate name, which would be a programming error caught
@@ -45,7 +45,7 @@ fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
 
 /// Calls served, by service, method and gRPC status code (OpenTelemetry's `rpc.server.*`
 /// semantic conventions, in Prometheus form).
-pub static SERVER_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static SERVER_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "rpc_server_requests_total",
         "gRPC calls served, by service, method and status code",
@@ -54,7 +54,7 @@ pub static SERVER_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Time to answer a call (until the response headers), by service and method.
-pub static SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+pub(crate) static SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "rpc_server_duration_seconds",
         "Time to answer a gRPC call, by service and method",
@@ -63,7 +63,7 @@ pub static SERVER_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 /// Calls being served right now.
-pub static SERVER_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+pub(crate) static SERVER_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
         "rpc_server_active_requests",
         "gRPC calls being served now",
@@ -72,7 +72,7 @@ pub static SERVER_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Outgoing calls (all attempts of one call), by upstream, method and final status code.
-pub static CLIENT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static CLIENT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "rpc_client_requests_total",
         "gRPC calls made to an upstream, by method and final status code",
@@ -81,7 +81,7 @@ pub static CLIENT_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Duration of outgoing calls, retries included.
-pub static CLIENT_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+pub(crate) static CLIENT_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "rpc_client_duration_seconds",
         "Duration of gRPC calls to an upstream, retries included",
@@ -90,7 +90,7 @@ pub static CLIENT_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 /// Outgoing calls in flight per upstream.
-pub static CLIENT_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+pub(crate) static CLIENT_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
         "rpc_client_active_requests",
         "gRPC calls to an upstream in flight now",
@@ -99,7 +99,7 @@ pub static CLIENT_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Outbox rows not yet published on the feed.
-pub static OUTBOX_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+pub(crate) static OUTBOX_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
         "bookmesh_outbox_unpublished_events",
         "Committed outbox events not yet published",
@@ -108,7 +108,7 @@ pub static OUTBOX_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Age of the oldest unpublished outbox row.
-pub static OUTBOX_OLDEST_AGE: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+pub(crate) static OUTBOX_OLDEST_AGE: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
     match prometheus::GaugeVec::new(
         Opts::new(
             "bookmesh_outbox_oldest_unpublished_age_seconds",
@@ -122,7 +122,7 @@ pub static OUTBOX_OLDEST_AGE: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| 
 });
 
 /// Events handled per subscription, by outcome (applied, duplicate, dead_lettered).
-pub static CONSUMER_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static CONSUMER_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bookmesh_consumer_events_total",
         "Events handled by a consumer, by outcome",
@@ -131,7 +131,7 @@ pub static CONSUMER_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Consumer lag in time: how old the last handled event was when it was handled.
-pub static CONSUMER_LAG: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+pub(crate) static CONSUMER_LAG: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
     match prometheus::GaugeVec::new(
         Opts::new(
             "bookmesh_consumer_lag_seconds",
@@ -145,7 +145,7 @@ pub static CONSUMER_LAG: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
 });
 
 /// Feed position of the last handled event.
-pub static CONSUMER_POSITION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+pub(crate) static CONSUMER_POSITION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
         "bookmesh_consumer_position",
         "Feed sequence of the last event a consumer handled",
@@ -154,7 +154,7 @@ pub static CONSUMER_POSITION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Database connections per state (in use, idle) and the pool's maximum.
-pub static DB_POOL: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+pub(crate) static DB_POOL: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
         "bookmesh_db_pool_connections",
         "Database pool connections, by state (used, idle, max)",
@@ -163,7 +163,7 @@ pub static DB_POOL: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.
-pub static CLIENT_BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+pub(crate) static CLIENT_BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
         "bookmesh_client_circuit_breaker_state",
         "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open",
@@ -172,7 +172,7 @@ pub static CLIENT_BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Circuit breaker transitions per upstream and new state.
-pub static CLIENT_BREAKER_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static CLIENT_BREAKER_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bookmesh_client_circuit_breaker_transitions_total",
         "Circuit breaker state changes per upstream, by the state entered",
@@ -181,7 +181,7 @@ pub static CLIENT_BREAKER_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|
 });
 
 /// Attempts sent per upstream (first attempts and retries).
-pub static CLIENT_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static CLIENT_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bookmesh_client_attempts_total",
         "Attempts sent to an upstream, retries included",
@@ -190,7 +190,7 @@ pub static CLIENT_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Retries per upstream.
-pub static CLIENT_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static CLIENT_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bookmesh_client_retries_total",
         "Retries sent to an upstream",
@@ -199,7 +199,7 @@ pub static CLIENT_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Calls a server refused because it was at its concurrency limit.
-pub static SERVER_SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static SERVER_SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "bookmesh_server_requests_shed_total",
         "Calls answered RESOURCE_EXHAUSTED because the server was at its concurrency limit",
@@ -208,7 +208,7 @@ pub static SERVER_SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// The registry in the Prometheus text exposition format.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let encoder = prometheus::TextEncoder::new();
     encoder
         .encode_to_string(&REGISTRY.gather())

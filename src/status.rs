@@ -12,6 +12,7 @@ pub struct FieldViolations {
 }
 
 impl FieldViolations {
+    /// No violation yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -33,6 +34,7 @@ impl FieldViolations {
         }
     }
 
+    /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.violations.is_empty()
     }
@@ -52,9 +54,9 @@ impl FieldViolations {
     }
 }
 
-/// Builds the parsed request once every field parsed; `None` means violations were recorded.
-/// Call as `violations.finish(|| Some(Parsed { a: a?, b: b? }))`.
 impl FieldViolations {
+    /// Builds the parsed request once every field parsed; `None` means violations were
+    /// recorded. Call as `violations.finish(|| Some(Parsed { a: a?, b: b? }))`.
     pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Status> {
         let built = build();
         self.into_result()?;

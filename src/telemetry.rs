@@ -18,7 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::LogFormat;
 
 /// Keeps the exporter alive; flushes pending spans when dropped (at the end of `main`).
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
@@ -77,7 +77,7 @@ fn tracer_provider(service: &str) -> Option<SdkTracerProvider> {
 /// Installs logging (level from `RUST_LOG`, default `info`) and, if configured, OTLP trace
 /// export for `service`. Keep the returned guard until the process ends. Calling it twice is
 /// harmless (the first subscriber stays), which keeps tests simple.
-pub fn init(service: &str, format: LogFormat) -> Telemetry {
+pub(crate) fn init(service: &str, format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
@@ -100,15 +100,10 @@ pub fn init(service: &str, format: LogFormat) -> Telemetry {
     Telemetry { provider }
 }
 
-/// Logging only (tests, tools).
-pub fn init_logging(format: LogFormat) {
-    std::mem::forget(init("bookmesh", format));
-}
-
 /// Makes `span` the next hop of `parent` (when there is one) and returns the trace context of
 /// `span` itself: the exported span's own ids when traces are exported, fresh ids otherwise.
 /// Records `trace_id` and `span_id` on the span, so every log line inside it carries them.
-pub fn enter_trace(
+pub(crate) fn enter_trace(
     span: &tracing::Span,
     parent: Option<crate::trace_context::TraceContext>,
 ) -> crate::trace_context::TraceContext {

@@ -21,8 +21,11 @@ use tonic_types::StatusExt;
 /// Which database engine the suites run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
+    /// A file in a temporary folder (the default: needs nothing installed).
     Sqlite,
+    /// A fresh database on the local PostgreSQL server.
     Postgres,
+    /// A fresh database on the local MariaDB/MySQL server.
     MySql,
 }
 
@@ -39,7 +42,9 @@ impl Engine {
 
 /// A database that exists only for one test.
 pub struct TestDatabase {
+    /// Its connection URL.
     pub url: String,
+    /// Its engine.
     pub engine: Engine,
     // Keeps the SQLite file's folder alive for the test's duration.
     _dir: Option<tempfile::TempDir>,
@@ -103,6 +108,7 @@ impl TestDatabase {
 
 /// A real server running in the test's runtime on `127.0.0.1:<ephemeral>`.
 pub struct RunningServer {
+    /// Where it listens.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,

@@ -14,7 +14,7 @@ tokio::task_local! {
 
 /// A position in a trace: the trace, the current span, and whether it is sampled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceContext {
+pub(crate) struct TraceContext {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub sampled: bool,
@@ -46,7 +46,7 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 impl TraceContext {
     /// A new trace.
-    pub fn new_root() -> Self {
+    pub(crate) fn new_root() -> Self {
         Self {
             trace_id: random_bytes(),
             span_id: random_bytes(),
@@ -55,7 +55,7 @@ impl TraceContext {
     }
 
     /// The next hop of the same trace.
-    pub fn child(&self) -> Self {
+    pub(crate) fn child(&self) -> Self {
         Self {
             span_id: random_bytes(),
             ..*self
@@ -63,7 +63,7 @@ impl TraceContext {
     }
 
     /// Parses `00-<trace id>-<span id>-<flags>`; `None` for anything else.
-    pub fn parse(traceparent: &str) -> Option<Self> {
+    pub(crate) fn parse(traceparent: &str) -> Option<Self> {
         let mut parts = traceparent.trim().split('-');
         let version = parts.next()?;
         let trace_id = unhex::<16>(parts.next()?)?;
@@ -79,7 +79,7 @@ impl TraceContext {
         })
     }
 
-    pub fn to_traceparent(&self) -> String {
+    pub(crate) fn to_traceparent(self) -> String {
         format!(
             "00-{}-{}-{:02x}",
             hex(&self.trace_id),
@@ -88,28 +88,28 @@ impl TraceContext {
         )
     }
 
-    pub fn trace_id_hex(&self) -> String {
+    pub(crate) fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
     }
 
-    pub fn span_id_hex(&self) -> String {
+    pub(crate) fn span_id_hex(&self) -> String {
         hex(&self.span_id)
     }
 }
 
 /// Runs `future` as part of `context`.
-pub async fn scope<F: Future>(context: TraceContext, future: F) -> F::Output {
+pub(crate) async fn scope<F: Future>(context: TraceContext, future: F) -> F::Output {
     CURRENT.scope(context, future).await
 }
 
 /// The trace context of the work in progress, if any.
-pub fn current() -> Option<TraceContext> {
+pub(crate) fn current() -> Option<TraceContext> {
     CURRENT.try_with(|context| *context).ok()
 }
 
 /// The `traceparent` to send or store for the next hop: a child of the current context, or a
 /// new trace when there is none.
-pub fn next_traceparent() -> String {
+pub(crate) fn next_traceparent() -> String {
     current()
         .map_or_else(TraceContext::new_root, |context| context.child())
         .to_traceparent()

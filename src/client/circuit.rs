@@ -67,7 +67,7 @@ enum Inner {
 }
 
 /// Thread-safe breaker; `now` is passed in so tests can move time.
-pub struct CircuitBreaker {
+pub(super) struct CircuitBreaker {
     name: String,
     config: BreakerConfig,
     inner: Mutex<Inner>,
@@ -75,11 +75,11 @@ pub struct CircuitBreaker {
 
 /// Returned when the breaker refuses a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerOpen;
+pub(super) struct BreakerOpen;
 
 impl CircuitBreaker {
     /// A closed breaker for upstream `name` (the label of its metrics).
-    pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
+    pub(super) fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
         let name = name.into();
         crate::metrics::CLIENT_BREAKER_STATE
             .with_label_values(&[name.as_str()])
@@ -94,12 +94,12 @@ impl CircuitBreaker {
     }
 
     /// The upstream this breaker guards.
-    pub fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.name
     }
 
     /// The state at `now` (an open breaker turns half-open once its time is up).
-    pub fn state(&self, now: Instant) -> BreakerState {
+    pub(super) fn state(&self, now: Instant) -> BreakerState {
         let mut inner = self.lock();
         self.advance(&mut inner, now);
         match *inner {
@@ -110,7 +110,7 @@ impl CircuitBreaker {
     }
 
     /// Asks to make one call. In half-open state this takes one of the trial permits.
-    pub fn try_acquire(&self, now: Instant) -> Result<(), BreakerOpen> {
+    pub(super) fn try_acquire(&self, now: Instant) -> Result<(), BreakerOpen> {
         let mut inner = self.lock();
         self.advance(&mut inner, now);
         match &mut *inner {
@@ -127,7 +127,7 @@ impl CircuitBreaker {
     }
 
     /// Records the outcome of a call that [`CircuitBreaker::try_acquire`] allowed.
-    pub fn record(&self, success: bool, now: Instant) {
+    pub(super) fn record(&self, success: bool, now: Instant) {
         let mut inner = self.lock();
         self.advance(&mut inner, now);
         let next = match &mut *inner {

@@ -42,10 +42,12 @@ use tonic::{Request, Response, Status};
 use tower::{ServiceBuilder, ServiceExt as _};
 
 pub use call::Idempotency;
-pub use circuit::{BreakerConfig, BreakerState, CircuitBreaker};
+use circuit::CircuitBreaker;
+pub use circuit::{BreakerConfig, BreakerState};
 pub use config::UpstreamConfig;
 pub use discovery::{Resolve, StaticResolver, SystemResolver, Target};
-pub use retry::{RetryConfig, RetryThrottle};
+pub use retry::RetryConfig;
+use retry::RetryThrottle;
 
 use self::call::Call;
 use self::replica::ReplicaSet;

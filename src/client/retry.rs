@@ -44,7 +44,7 @@ impl Default for RetryConfig {
 }
 
 /// Codes worth another attempt: the call did not happen, or the server could not take it.
-pub fn is_retryable(code: Code) -> bool {
+pub(super) fn is_retryable(code: Code) -> bool {
     matches!(code, Code::Unavailable | Code::ResourceExhausted)
 }
 
@@ -65,7 +65,7 @@ impl RetryConfig {
 }
 
 /// The retry throttle of gRFC A6, one per upstream.
-pub struct RetryThrottle {
+pub(super) struct RetryThrottle {
     max_tokens: f64,
     token_ratio: f64,
     tokens: Mutex<f64>,
@@ -73,7 +73,7 @@ pub struct RetryThrottle {
 
 impl RetryThrottle {
     /// A full bucket.
-    pub fn new(config: &RetryConfig) -> Self {
+    pub(super) fn new(config: &RetryConfig) -> Self {
         Self {
             max_tokens: config.max_tokens,
             token_ratio: config.token_ratio,
@@ -82,25 +82,20 @@ impl RetryThrottle {
     }
 
     /// A call succeeded (or failed in a way a retry could not fix): give back a little.
-    pub fn record_success(&self) {
+    pub(super) fn record_success(&self) {
         let mut tokens = self.lock();
         *tokens = (*tokens + self.token_ratio).min(self.max_tokens);
     }
 
     /// A call failed with a retryable code: take a token.
-    pub fn record_failure(&self) {
+    pub(super) fn record_failure(&self) {
         let mut tokens = self.lock();
         *tokens = (*tokens - 1.0).max(0.0);
     }
 
     /// Whether a retry may be sent now.
-    pub fn allows_retry(&self) -> bool {
+    pub(super) fn allows_retry(&self) -> bool {
         *self.lock() > self.max_tokens / 2.0
-    }
-
-    /// Tokens left (for tests and demos).
-    pub fn tokens(&self) -> f64 {
-        *self.lock()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, f64> {

@@ -194,7 +194,10 @@ impl Processor {
     /// Applies a dead-lettered event once more (exactly once, as any delivery). Applied or
     /// already applied: the dead letter is removed; failed again: it stays with the new error,
     /// which is returned.
-    pub async fn redrive(&self, row: dead_letter::Model) -> Result<Result<Handled, String>, DbErr> {
+    pub(crate) async fn redrive(
+        &self,
+        row: dead_letter::Model,
+    ) -> Result<Result<Handled, String>, DbErr> {
         let event = <Event as prost::Message>::decode(row.envelope.as_slice())
             .map_err(|e| DbErr::Custom(format!("dead letter {} is unreadable: {e}", row.id)))?;
         let handled = self.try_apply(&event).await.map_err(|e| e.to_string());
@@ -354,7 +357,7 @@ pub async fn cursor_position(db: &impl ConnectionTrait, key: &str) -> Result<i64
 }
 
 /// Moves the cursor of `key` forward (never back).
-pub async fn advance_cursor(
+pub(crate) async fn advance_cursor(
     db: &impl ConnectionTrait,
     key: &str,
     sequence: i64,
@@ -389,7 +392,7 @@ async fn advance(
 
 /// Subscribes to the producer's feed through `upstream` and processes events until the service
 /// stops; reconnects with backoff, resuming after the stored cursor.
-pub async fn run_feed_consumer(
+pub(crate) async fn run_feed_consumer(
     processor: Arc<Processor>,
     upstream: Upstream,
     readiness: Readiness,

@@ -24,17 +24,17 @@ use crate::proto::events::v1::{
 use crate::status::{FieldViolations, database_error};
 
 /// The dead-letter service a consuming service serves beside its own API.
-pub type DeadLetterServer = DeadLetterServiceServer<DeadLetters>;
+pub(crate) type DeadLetterServer = DeadLetterServiceServer<DeadLetters>;
 
 /// The dead letters of one service, with the processors of its subscriptions for redrives.
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     db: DatabaseConnection,
     processors: HashMap<String, Arc<Processor>>,
 }
 
 impl DeadLetters {
     /// The dead letters in `db`, redriven through the processor of their subscription.
-    pub fn new(
+    pub(crate) fn new(
         db: DatabaseConnection,
         processors: impl IntoIterator<Item = Arc<Processor>>,
     ) -> Self {

@@ -19,14 +19,14 @@ use crate::proto::events::v1::{SubscribeRequest, SubscribeResponse};
 use crate::readiness::Readiness;
 
 /// The event feed a producing service serves beside its own API.
-pub type EventFeedServer = EventFeedServiceServer<EventFeed>;
+pub(crate) type EventFeedServer = EventFeedServiceServer<EventFeed>;
 
 /// Events read from the database per query while catching up.
 const BATCH: u64 = 200;
 
 /// `bookmesh.events.v1.EventFeedService` over one producer's outbox.
 #[derive(Clone)]
-pub struct EventFeed {
+pub(crate) struct EventFeed {
     producer: &'static str,
     db: DatabaseConnection,
     published: watch::Receiver<i64>,
@@ -36,7 +36,7 @@ pub struct EventFeed {
 impl EventFeed {
     /// `published` comes from the producer's relay; `readiness` ends open streams when the
     /// server starts draining (subscribers resubscribe elsewhere).
-    pub fn new(
+    pub(crate) fn new(
         producer: &'static str,
         db: DatabaseConnection,
         published: watch::Receiver<i64>,

@@ -16,9 +16,9 @@
 //! stays free of cycles.
 
 pub mod consumer;
-pub mod dead_letters;
+pub(crate) mod dead_letters;
 mod envelope;
-pub mod feed;
+pub(crate) mod feed;
 pub mod nats;
 pub mod outbox;
 pub mod tables;
@@ -34,19 +34,17 @@ use crate::config::EventArgs;
 use crate::readiness::Readiness;
 
 /// A producer's running parts.
-pub struct Producer {
-    /// Publishes the outbox; wake it after a commit that appended events.
-    pub relay: outbox::Relay,
+pub(crate) struct Producer {
     /// The feed to serve beside the service's API.
-    pub feed: feed::EventFeedServer,
+    pub(crate) feed: feed::EventFeedServer,
     /// The relay (and, with NATS, the JetStream publisher), until the service stops.
-    pub task: JoinHandle<()>,
+    pub(crate) task: JoinHandle<()>,
 }
 
 /// Starts a producer's outbox relay (once migrations ran) and builds its event feed service.
 /// With the NATS transport it also starts the publisher that forwards the feed to JetStream
 /// (the feed stays served: consumers in other languages may still use it).
-pub fn start_producer(
+pub(crate) fn start_producer(
     relay: outbox::Relay,
     readiness: &Readiness,
     transport: &EventArgs,
@@ -80,23 +78,22 @@ pub fn start_producer(
         })
     };
     Producer {
-        relay,
         feed: feed::EventFeedServer::new(feed),
         task,
     }
 }
 
 /// A consumer's running parts.
-pub struct Consumer {
+pub(crate) struct Consumer {
     /// Reads the producer's events until the service stops.
-    pub task: JoinHandle<()>,
+    pub(crate) task: JoinHandle<()>,
     /// Applies them; the dead-letter service redrives through it.
-    pub processor: Arc<consumer::Processor>,
+    pub(crate) processor: Arc<consumer::Processor>,
 }
 
 /// Starts consuming the events of `processor`'s producer over the configured transport: the
 /// producer's feed at `endpoints`, or its JetStream stream.
-pub fn start_consumer(
+pub(crate) fn start_consumer(
     processor: consumer::Processor,
     endpoints: Vec<String>,
     readiness: &Readiness,

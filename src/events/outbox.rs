@@ -200,7 +200,7 @@ impl Relay {
 }
 
 /// The envelope of a published outbox row.
-pub fn envelope(producer: &str, row: outbox::Model) -> Event {
+pub(crate) fn envelope(producer: &str, row: outbox::Model) -> Event {
     Event {
         sequence: row.feed_sequence.unwrap_or_default(),
         event_id: row.event_id,

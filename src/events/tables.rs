@@ -8,12 +8,12 @@ use sea_orm_migration::schema::{big_integer, big_integer_null, integer, string_l
 
 use crate::db::timestamp_column;
 
-pub mod outbox {
+pub(crate) mod outbox {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "outbox_events")]
-    pub struct Model {
+    pub(crate) struct Model {
         /// Insertion order.
         #[sea_orm(primary_key)]
         pub id: i64,
@@ -32,17 +32,17 @@ pub mod outbox {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod cursor {
+pub(crate) mod cursor {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "consumer_cursors")]
-    pub struct Model {
+    pub(crate) struct Model {
         /// `<consumer>:<producer>`, such as `book:rental`.
         #[sea_orm(primary_key, auto_increment = false)]
         pub subscription: String,
@@ -51,17 +51,17 @@ pub mod cursor {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod inbox {
+pub(crate) mod inbox {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "inbox_events")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub event_id: String,
         pub subscription: String,
@@ -70,17 +70,17 @@ pub mod inbox {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod dead_letter {
+pub(crate) mod dead_letter {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "dead_letters")]
-    pub struct Model {
+    pub(crate) struct Model {
         #[sea_orm(primary_key)]
         pub id: i64,
         pub subscription: String,
@@ -95,7 +95,7 @@ pub mod dead_letter {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub(crate) enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -65,15 +65,15 @@ pub enum ServeError {
 
 /// The event services a service serves beside its API, if it produces or consumes events.
 #[derive(Default)]
-pub struct EventServices {
+pub(crate) struct EventServices {
     /// Its event feed, if it publishes events.
-    pub feed: Option<EventFeedServer>,
+    pub(crate) feed: Option<EventFeedServer>,
     /// Its dead letters, if it consumes events.
-    pub dead_letters: Option<DeadLetterServer>,
+    pub(crate) dead_letters: Option<DeadLetterServer>,
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     settings: &ServerArgs,
     service: S,
     events: EventServices,
