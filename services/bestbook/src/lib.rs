@@ -5,9 +5,9 @@
 //! A read model has no rules of its own, so unlike the other services it has no `domain.rs`
 //! and no `error.rs`: its API reads the store, its event handler counts.
 
-pub mod api;
-pub mod config;
-pub mod events;
+mod api;
+mod config;
+mod events;
 pub mod store;
 
 use bookmesh::config::ServiceArgs;

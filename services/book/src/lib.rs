@@ -5,11 +5,11 @@
 //! Run it with [`bookmesh::service::run`]; tests start it with
 //! [`bookmesh::service::serve_until`].
 
-pub mod api;
-pub mod config;
+mod api;
+mod config;
 pub mod domain;
-pub mod error;
-pub mod events;
+mod error;
+mod events;
 pub mod store;
 
 use bookmesh::config::ServiceArgs;

@@ -9,15 +9,15 @@
 //! - `upstream`: typed calls to the member and book services.
 //! - `api`: the gRPC surface; `error`: the one mapping to statuses.
 
-pub mod api;
-pub mod config;
+mod api;
+mod config;
 pub mod domain;
-pub mod error;
-pub mod events;
-pub mod history;
-pub mod saga;
+mod error;
+mod events;
+mod history;
+mod saga;
 pub mod store;
-pub mod upstream;
+mod upstream;
 
 use bookmesh::config::ServiceArgs;
 use bookmesh::proto::rental::v1::rental_service_server::RentalServiceServer;
