@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::ClientArgs;
+
 /// Settings of one breaker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
@@ -32,7 +34,8 @@ impl Default for BreakerConfig {
             window: 20,
             minimum_calls: 10,
             failure_rate: 0.5,
-            open_duration: Duration::from_secs(5),
+            // The one default a flag can change is written with the flag.
+            open_duration: ClientArgs::default().breaker_open_duration,
             half_open_calls: 3,
         }
     }
@@ -223,7 +226,8 @@ mod tests {
                 window: 10,
                 minimum_calls: 4,
                 failure_rate: 0.5,
-                open_duration: Duration::from_secs(5),
+                // The one default a flag can change is written with the flag.
+            open_duration: ClientArgs::default().breaker_open_duration,
                 half_open_calls: 2,
             },
         )

@@ -32,34 +32,42 @@ pub struct UpstreamConfig {
 }
 
 impl UpstreamConfig {
-    /// Documented defaults for everything but the name and targets.
+    /// Documented defaults for everything but the name and targets: those of the client flags
+    /// (`ClientArgs`), and the others here.
     pub fn new(name: impl Into<String>, endpoints: Vec<String>) -> Self {
+        Self::with_settings(&ClientArgs::default(), name.into(), endpoints)
+    }
+
+    fn with_settings(args: &ClientArgs, name: String, endpoints: Vec<String>) -> Self {
+        let retry = RetryConfig {
+            max_attempts: args.upstream_max_attempts,
+            ..RetryConfig::default()
+        };
+        let breaker = BreakerConfig {
+            open_duration: args.breaker_open_duration,
+            ..BreakerConfig::default()
+        };
         Self {
-            name: name.into(),
+            name,
             endpoints,
-            call_timeout: Duration::from_secs(2),
+            call_timeout: args.upstream_timeout,
             connect_timeout: Duration::from_secs(1),
-            connections_per_endpoint: 2,
-            resolve_interval: Duration::from_secs(5),
+            connections_per_endpoint: args.upstream_connections,
+            resolve_interval: args.upstream_resolve_interval,
             eject_duration: Duration::from_secs(2),
-            retry: RetryConfig::default(),
-            breaker: BreakerConfig::default(),
+            retry,
+            breaker,
         }
     }
 
-    /// The configuration of upstream `name` at `endpoints`: defaults, then the service's
-    /// client settings, then the `--upstream-option` overrides that name this upstream.
+    /// The configuration of upstream `name` at `endpoints`: the service's client settings,
+    /// then the `--upstream-option` overrides that name this upstream.
     pub fn from_args(
         args: &ClientArgs,
         name: &str,
         endpoints: Vec<String>,
     ) -> Result<Self, String> {
-        let mut config = Self::new(name, endpoints);
-        config.call_timeout = args.upstream_timeout;
-        config.retry.max_attempts = args.upstream_max_attempts;
-        config.connections_per_endpoint = args.upstream_connections;
-        config.resolve_interval = args.upstream_resolve_interval;
-        config.breaker.open_duration = args.breaker_open_duration;
+        let mut config = Self::with_settings(args, name.to_owned(), endpoints);
         for option in &args.upstream_options {
             let Some((key, value)) = option.split_once('=') else {
                 return Err(format!("upstream option `{option}` is not NAME.KEY=VALUE"));

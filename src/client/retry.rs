@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use tonic::{Code, Status};
 
 use super::call::{Call, Failure, Idempotency};
+use crate::config::ClientArgs;
 
 /// Retry settings of one upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +34,8 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
+            // The one default a flag can change is written with the flag.
+            max_attempts: ClientArgs::default().upstream_max_attempts,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(500),
             backoff_multiplier: 2.0,
