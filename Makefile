@@ -64,7 +64,7 @@ demo-failover: build tools ## Demo: replicas joining and leaving under load, a h
 
 .PHONY: loadgen
 loadgen: build ## Load the running mesh (make run) for 10 s with the default mix; ARGS="..." for more
-	$(CARGO) run --quiet -p bookmesh-loadgen -- --duration 10s $(ARGS)
+	BOOKMESH_INSECURE_PLAINTEXT=true $(CARGO) run --quiet -p bookmesh-loadgen -- --duration 10s $(ARGS)
 
 .PHONY: check
 check: ## Check that the running mesh (make run) is consistent once the sagas settle

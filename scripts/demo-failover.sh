@@ -24,7 +24,7 @@ printf '127.0.0.2 member.demo\n127.0.0.3 member.demo\n127.0.0.4 member.demo\n' >
 start() { # start NAME BINARY ENV...
   local name=$1 binary=$2
   shift 2
-  env BOOKMESH_LOG_FORMAT=json RUST_LOG=info,bookmesh::access=debug "$@" "$bin/$binary" >"$work/$name.log" 2>&1 &
+  env BOOKMESH_LOG_FORMAT=json BOOKMESH_INSECURE_PLAINTEXT=true RUST_LOG=info,bookmesh::access=debug "$@" "$bin/$binary" >"$work/$name.log" 2>&1 &
   pids+=($!)
   pid_of[$name]=$!
 }
@@ -42,7 +42,7 @@ calls() { # calls REPLICA...: GetMember calls served by each
   done
 }
 load() { # load SECONDS
-  BOOKMESH_HOSTS_FILE="$hosts" "$bin/loadgen" --rental http://127.0.0.1:50063 --member http://member.demo:$port --book http://127.0.0.1:50061 \
+  BOOKMESH_HOSTS_FILE="$hosts" BOOKMESH_INSECURE_PLAINTEXT=true "$bin/loadgen" --rental http://127.0.0.1:50063 --member http://member.demo:$port --book http://127.0.0.1:50061 \
     --rate 200 --duration "$1s" --mix read=20,rent=50,return=30 --members 100 --books 300 --ids-file "$work/ids.json" 2>/dev/null |
     sed -n '/Summary/,$p'
 }

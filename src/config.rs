@@ -39,16 +39,107 @@ pub struct ServiceArgs {
     /// The server runtime's settings.
     #[command(flatten)]
     pub server: ServerArgs,
+
+    /// Who it is (its certificate) and whom it trusts.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+
+    /// Who may call what: user tokens and the authorization policy.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 impl ServiceArgs {
-    /// The defaults, on loopback with an ephemeral port and the given database: what a test
-    /// starts a real server with.
+    /// The defaults, on loopback with an ephemeral port and the given database, in the
+    /// development mode (plaintext, no authorization): what the functional suites start a real
+    /// server with. The security suites give it a PKI instead (`testing::TestPki`).
     pub fn for_tests(database_url: impl Into<String>) -> Self {
         let mut args: Self = defaults();
         args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         args.database.database_url = Some(database_url.into());
+        args.identity.insecure_plaintext = true;
         args
+    }
+}
+
+/// Who a workload is and whom it trusts: its SPIFFE ID's parts, and where its certificate,
+/// key and trusted authorities are. Every binary that speaks gRPC takes these.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// SPIFFE trust domain of this workload and its peers.
+    #[arg(long, env = "BOOKMESH_TRUST_DOMAIN", default_value = "bookmesh.local")]
+    pub trust_domain: String,
+
+    /// Namespace part of SPIFFE IDs (`spiffe://<trust domain>/ns/<namespace>/sa/<workload>`).
+    #[arg(long, env = "BOOKMESH_NAMESPACE", default_value = "bookmesh")]
+    pub namespace: String,
+
+    /// Folder of the local PKI that `make run` creates: `ca.crt`, `<workload>.crt` and
+    /// `<workload>.key`, the development token keys.
+    #[arg(long, env = "BOOKMESH_PKI_DIR", default_value = "data/pki")]
+    pub pki_dir: std::path::PathBuf,
+
+    /// This workload's certificate chain (PEM). Default: `<pki-dir>/<workload>.crt`.
+    #[arg(long, env = "BOOKMESH_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Its private key (PEM). Default: `<pki-dir>/<workload>.key`.
+    #[arg(long, env = "BOOKMESH_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// The authorities peers' certificates must chain to (PEM). Default: `<pki-dir>/ca.crt`.
+    #[arg(long, env = "BOOKMESH_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// How often the certificate files are checked for rotation.
+    #[arg(long, env = "BOOKMESH_TLS_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub tls_reload_interval: Duration,
+
+    /// DEVELOPMENT ONLY: plaintext without identities or authorization. Logged as a warning.
+    #[arg(long, env = "BOOKMESH_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+}
+
+impl Default for IdentityArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// How a server authenticates users and authorizes every call.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Keys that sign user tokens: a PEM public key or a JWKS document (JSON). Default: the
+    /// development key `<pki-dir>/jwt.pub`.
+    #[arg(long, env = "BOOKMESH_TOKEN_KEYS")]
+    pub token_keys: Option<std::path::PathBuf>,
+
+    /// A JWKS URL (an identity provider's `jwks_uri`) instead of a key file; fetched at start
+    /// and again every `--token-keys-refresh`.
+    #[arg(long, env = "BOOKMESH_TOKEN_JWKS_URL")]
+    pub token_jwks_url: Option<String>,
+
+    /// How often keys from a JWKS URL are fetched again (key rotation at the provider).
+    #[arg(long, env = "BOOKMESH_TOKEN_KEYS_REFRESH", value_parser = parse_duration, default_value = "10m")]
+    pub token_keys_refresh: Duration,
+
+    /// The `iss` a token must carry.
+    #[arg(long, env = "BOOKMESH_TOKEN_ISSUER", default_value = "bookmesh-dev")]
+    pub token_issuer: String,
+
+    /// The `aud` a token must carry.
+    #[arg(long, env = "BOOKMESH_TOKEN_AUDIENCE", default_value = "bookmesh")]
+    pub token_audience: String,
+
+    /// The authorization policy (TOML). Default: the repository's `policy/authorization.toml`,
+    /// built into the binary.
+    #[arg(long, env = "BOOKMESH_AUTHZ_POLICY")]
+    pub authz_policy: Option<std::path::PathBuf>,
+}
+
+impl Default for AuthArgs {
+    fn default() -> Self {
+        defaults()
     }
 }
 

@@ -18,7 +18,8 @@
 //! 4. `metrics`, `trace_context`, `deadline`: process-wide metrics, and what the request
 //!    being served carries (its trace, its deadline).
 //! 5. `telemetry`: logging and trace export.
-//! 6. `readiness`, `listener`: whether the service can work; binding its sockets.
+//! 6. `readiness`, `listener`, `identity`: whether the service can work; binding its
+//!    sockets; who it is (its certificate) and the mTLS it speaks.
 //! 7. `admin`, `db`: the admin HTTP port; database pools, migrations and contention.
 //! 8. `client`: the client stack (trace, metrics, deadline, retry, breaker, balance).
 //! 9. `events`: the outbox, its relay and feed, consumers, dead letters, JetStream.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod db;
 pub mod deadline;
 pub mod events;
+pub mod identity;
 mod listener;
 mod metrics;
 pub mod paging;

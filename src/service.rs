@@ -31,6 +31,7 @@ use crate::events::consumer::{ConsumerConfig, EventHandler, Processor};
 use crate::events::dead_letters::{DeadLetterServer, DeadLetters};
 use crate::events::outbox::Relay;
 use crate::events::{Consumer, Producer};
+use crate::identity::Identity;
 use crate::readiness::Readiness;
 use crate::server::{EventServices, ServeError};
 
@@ -65,6 +66,7 @@ pub trait Service: std::fmt::Debug + Send + Sized + 'static {
 /// What a service builds its API from, and where it registers its events.
 pub struct Parts {
     service: &'static str,
+    identity: Identity,
     db: DatabaseConnection,
     readiness: Readiness,
     events: EventArgs,
@@ -79,6 +81,11 @@ impl Parts {
     /// The service's database (a lazy pool: it may not answer yet).
     pub fn db(&self) -> DatabaseConnection {
         self.db.clone()
+    }
+
+    /// Who the service is: its upstreams are called as this identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Largest gRPC message the API should accept or send (`--max-message-bytes`).
@@ -114,8 +121,13 @@ impl Parts {
             handler,
         )
         .waking(self.relay.clone());
-        let consumer =
-            crate::events::start_consumer(processor, endpoints, &self.readiness, &self.events)?;
+        let consumer = crate::events::start_consumer(
+            processor,
+            endpoints,
+            &self.identity,
+            &self.readiness,
+            &self.events,
+        )?;
         self.consumers.push(consumer);
         Ok(())
     }
@@ -163,6 +175,13 @@ pub async fn serve_until<S: Service>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let args = service.args().clone();
+    let identity = Identity::from_args(&args.identity, S::NAME)
+        .map_err(|error| {
+            ServeError::Config(format!(
+                "identity: {error} (make run creates a local PKI under data/pki; \
+                 --insecure-plaintext runs without one, for development only)"
+            ))
+        })?;
     // Lazy: the server starts, answers NOT_SERVING, and waits for a database still starting.
     let db = crate::db::connect_lazy(&args.database.effective_url(S::NAME)).await?;
     let readiness = Readiness::new();
@@ -173,6 +192,7 @@ pub async fn serve_until<S: Service>(
     );
     let mut parts = Parts {
         service: S::NAME,
+        identity: identity.clone(),
         relay: Relay::new(S::NAME, db.clone()),
         db,
         readiness: readiness.clone(),
@@ -192,8 +212,16 @@ pub async fn serve_until<S: Service>(
         }
     };
     let (events, tasks) = parts.into_events();
-    let served =
-        crate::server::serve(&args.server, api, events, listener, readiness, shutdown).await;
+    let served = crate::server::serve(
+        &args.server,
+        &identity,
+        api,
+        events,
+        listener,
+        readiness,
+        shutdown,
+    )
+    .await;
     readiness_task.abort();
     for task in tasks {
         task.abort();

@@ -151,7 +151,8 @@ impl RunningServer {
         Self::spawn_on(bind().await, serve)
     }
 
-    fn spawn_on<F, Fut, E>(listener: TcpListener, serve: F) -> Self
+    /// Like [`RunningServer::spawn`] on a listener bound beforehand (with [`bind`]).
+    pub fn spawn_on<F, Fut, E>(listener: TcpListener, serve: F) -> Self
     where
         F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -290,4 +291,104 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .into_iter()
         .map(|violation| violation.field)
         .collect()
+}
+
+/// A PKI in a temporary folder: the local authority, a certificate per workload, the
+/// development token keys; as `make run` creates under `data/pki/`.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+/// Every workload of the mesh and its tools, and two that no policy names.
+pub const TEST_WORKLOADS: &[&str] = &[
+    "book", "member", "rental", "bestbook", "loadgen", "check", "launcher", "stranger",
+];
+
+impl TestPki {
+    /// A fresh PKI with a certificate for each of [`TEST_WORKLOADS`].
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        crate::identity::pki::ensure_local(dir.path(), TRUST_DOMAIN, NAMESPACE, TEST_WORKLOADS)
+            .expect("test PKI");
+        Self { dir }
+    }
+
+    /// Its folder.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Identity settings that use this PKI (mTLS on), checking rotation every 100 ms.
+    pub fn identity_args(&self) -> crate::config::IdentityArgs {
+        crate::config::IdentityArgs {
+            pki_dir: self.dir().to_owned(),
+            tls_reload_interval: Duration::from_millis(100),
+            insecure_plaintext: false,
+            ..Default::default()
+        }
+    }
+
+    /// The credentials of `workload` (watched for rotation every 100 ms).
+    pub fn credentials(&self, workload: &str) -> std::sync::Arc<crate::identity::Credentials> {
+        let args = self.identity_args();
+        let credentials = crate::identity::Credentials::load(
+            crate::identity::SpiffeId::new(TRUST_DOMAIN, NAMESPACE, workload),
+            args.credential_files(workload),
+        )
+        .expect("credentials");
+        credentials.watch(Duration::from_millis(100));
+        credentials
+    }
+
+    /// The local authority, to issue more certificates (expired ones, say).
+    pub fn authority(&self) -> crate::identity::pki::Authority {
+        crate::identity::pki::Authority::load(self.dir(), TRUST_DOMAIN).expect("authority")
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The trust domain and namespace the test PKI issues in (the defaults).
+pub const TRUST_DOMAIN: &str = "bookmesh.local";
+/// See [`TRUST_DOMAIN`].
+pub const NAMESPACE: &str = "bookmesh";
+
+/// An mTLS channel to `url` presenting `client`'s certificate and expecting the server to be
+/// `server_workload`.
+pub async fn connect_tls(
+    url: &str,
+    client: &std::sync::Arc<crate::identity::Credentials>,
+    server_workload: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let expected = crate::identity::SpiffeId::new(TRUST_DOMAIN, NAMESPACE, server_workload);
+    let config = crate::identity::tls::client_config(client, expected).expect("client TLS");
+    let url = url.replacen("http://", "https://", 1);
+    tonic::transport::Endpoint::from_shared(url)?
+        .connect_with_connector(crate::identity::transport::TlsConnector::new(config))
+        .await
+}
+
+/// Polls the health service over mTLS (as `client`, expecting `server_workload`) until
+/// SERVING; panics after `deadline`.
+pub async fn wait_until_serving_tls(
+    url: &str,
+    client: &std::sync::Arc<crate::identity::Credentials>,
+    server_workload: &str,
+    deadline: Duration,
+) {
+    eventually(&format!("{url} SERVING over mTLS"), deadline, || async {
+        let channel = connect_tls(url, client, server_workload).await.ok()?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .ok()?
+            .into_inner()
+            .status;
+        (ServingStatus::try_from(status).ok()? == ServingStatus::Serving).then_some(())
+    })
+    .await;
 }

@@ -61,6 +61,9 @@ impl ServiceProcess {
         let mut command = Command::new(self::binary(binary));
         command
             .env("BOOKMESH_LOG_FORMAT", "json")
+            // The process suites test the mesh's behaviour in the development mode; the
+            // security suites pass a PKI and "false" here.
+            .env("BOOKMESH_INSECURE_PLAINTEXT", "true")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Self::start(name, command)
     }

@@ -213,8 +213,16 @@ mod tests {
     #[tokio::test]
     async fn power_of_two_choices_prefers_the_less_loaded_replica() {
         let config = UpstreamConfig::new("t", vec!["http://127.0.0.1:1".into()]);
-        let busy = Arc::new(Replica::new("127.0.0.1:1".parse().expect("addr"), &config));
-        let idle = Arc::new(Replica::new("127.0.0.1:2".parse().expect("addr"), &config));
+        let busy = Arc::new(Replica::new(
+            "127.0.0.1:1".parse().expect("addr"),
+            &config,
+            None,
+        ));
+        let idle = Arc::new(Replica::new(
+            "127.0.0.1:2".parse().expect("addr"),
+            &config,
+            None,
+        ));
         busy.set_in_flight(10);
         for _ in 0..50 {
             let picked = power_of_two_choices(&[&busy, &idle]);

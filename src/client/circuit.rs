@@ -227,7 +227,7 @@ mod tests {
                 minimum_calls: 4,
                 failure_rate: 0.5,
                 // The one default a flag can change is written with the flag.
-            open_duration: ClientArgs::default().breaker_open_duration,
+                open_duration: ClientArgs::default().breaker_open_duration,
                 half_open_calls: 2,
             },
         )

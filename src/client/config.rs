@@ -14,6 +14,9 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Targets such as `http://member-headless:50052` or a list of `http://127.0.0.1:50052`.
     pub endpoints: Vec<String>,
+    /// The workload its servers must prove they are (their SPIFFE ID's service account).
+    /// Usually the name; the event feed of `rental` is called `rental-feed` but is `rental`.
+    pub peer: String,
     /// Deadline of a call (all attempts), unless the caller's own budget is smaller.
     pub call_timeout: Duration,
     /// Longest wait for a TCP connection to one replica.
@@ -48,6 +51,7 @@ impl UpstreamConfig {
             ..BreakerConfig::default()
         };
         Self {
+            peer: name.clone(),
             name,
             endpoints,
             call_timeout: args.upstream_timeout,

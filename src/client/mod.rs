@@ -51,6 +51,9 @@ use retry::RetryThrottle;
 
 use self::call::Call;
 use self::replica::ReplicaSet;
+use crate::identity::Identity;
+use crate::identity::tls;
+use crate::identity::transport::TlsConnector;
 
 /// Errors building an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,14 @@ pub enum UpstreamError {
     /// No target was configured.
     #[error("upstream {0} has no endpoints")]
     NoEndpoints(String),
+    /// Its TLS configuration could not be built.
+    #[error("upstream {upstream}: TLS: {reason}")]
+    Tls {
+        /// The upstream's name.
+        upstream: String,
+        /// What failed.
+        reason: String,
+    },
     /// A target is not `host:port`.
     #[error("upstream {upstream}: {reason}")]
     InvalidEndpoint {
@@ -79,15 +90,18 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream resolved by the system resolver (and `BOOKMESH_HOSTS_FILE`, if set).
-    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
-        Self::with_resolver(config, Arc::new(SystemResolver::from_env()))
+    /// An upstream called as `identity` (over mTLS, checking that its servers are the
+    /// configured peer; in plaintext if the identity is), resolved by the system resolver (and
+    /// `BOOKMESH_HOSTS_FILE`, if set).
+    pub fn new(config: UpstreamConfig, identity: &Identity) -> Result<Self, UpstreamError> {
+        Self::with_resolver(config, identity, Arc::new(SystemResolver::from_env()))
     }
 
     /// An upstream whose replicas come from `resolver`. Must be called inside a Tokio runtime:
     /// it starts the discovery task (which ends when the last clone is dropped).
     pub fn with_resolver(
         config: UpstreamConfig,
+        identity: &Identity,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, UpstreamError> {
         if config.endpoints.is_empty() {
@@ -102,6 +116,17 @@ impl Upstream {
                 upstream: config.name.clone(),
                 reason,
             })?;
+        let tls = match identity.credentials() {
+            Some(credentials) => Some(TlsConnector::new(
+                tls::client_config(credentials, identity.peer(&config.peer)).map_err(|error| {
+                    UpstreamError::Tls {
+                        upstream: config.name.clone(),
+                        reason: error.to_string(),
+                    }
+                })?,
+            )),
+            None => None,
+        };
         let upstream = Self {
             name: Arc::from(config.name.as_str()),
             breaker: Arc::new(CircuitBreaker::new(
@@ -110,7 +135,7 @@ impl Upstream {
             )),
             throttle: Arc::new(RetryThrottle::new(&config.retry)),
             attempts: Arc::new(AtomicU64::new(0)),
-            replicas: Arc::new(ReplicaSet::new(config)),
+            replicas: Arc::new(ReplicaSet::new(config, tls)),
         };
         tokio::spawn(discovery::discover(
             Arc::downgrade(&upstream.replicas),

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 use tonic::transport::{Channel, Endpoint};
 
 use super::config::UpstreamConfig;
+use crate::identity::transport::TlsConnector;
 
 /// One replica: its connections and its current load.
 pub(crate) struct Replica {
@@ -23,12 +24,18 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    pub(crate) fn new(address: SocketAddr, config: &UpstreamConfig) -> Self {
+    /// A replica at `address`, dialled in plaintext or, with `tls`, over mTLS.
+    pub(crate) fn new(
+        address: SocketAddr,
+        config: &UpstreamConfig,
+        tls: Option<&TlsConnector>,
+    ) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let channels = (0..config.connections_per_endpoint.max(1))
             .map(|_| {
-                Endpoint::from(
+                let endpoint = Endpoint::from(
                     http::Uri::builder()
-                        .scheme("http")
+                        .scheme(scheme)
                         .authority(address.to_string())
                         .path_and_query("/")
                         .build()
@@ -37,8 +44,11 @@ impl Replica {
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_while_idle(true)
-                .connect_lazy()
+                .keep_alive_while_idle(true);
+                match tls {
+                    Some(connector) => endpoint.connect_with_connector_lazy(connector.clone()),
+                    None => endpoint.connect_lazy(),
+                }
             })
             .collect();
         Self {
@@ -101,6 +111,8 @@ impl Drop for InFlight {
 /// The current replicas of one upstream: written by discovery, read by the balancer.
 pub(crate) struct ReplicaSet {
     config: UpstreamConfig,
+    /// Dials replicas over mTLS (None: plaintext, the development mode).
+    tls: Option<TlsConnector>,
     replicas: RwLock<Arc<Vec<Arc<Replica>>>>,
     /// Bumped after every resolution, so callers waiting for replicas can wake up.
     resolutions: watch::Sender<u64>,
@@ -109,9 +121,10 @@ pub(crate) struct ReplicaSet {
 }
 
 impl ReplicaSet {
-    pub(crate) fn new(config: UpstreamConfig) -> Self {
+    pub(crate) fn new(config: UpstreamConfig, tls: Option<TlsConnector>) -> Self {
         Self {
             config,
+            tls,
             replicas: RwLock::new(Arc::new(Vec::new())),
             resolutions: watch::Sender::new(0),
             refresh: Arc::new(Notify::new()),
@@ -156,9 +169,9 @@ impl ReplicaSet {
                     .iter()
                     .filter(|r| addresses.contains(&r.address))
                     .cloned();
-                let added = addresses
-                    .difference(&current)
-                    .map(|address| Arc::new(Replica::new(*address, &self.config)));
+                let added = addresses.difference(&current).map(|address| {
+                    Arc::new(Replica::new(*address, &self.config, self.tls.as_ref()))
+                });
                 let next: Vec<Arc<Replica>> = kept.chain(added).collect();
                 tracing::info!(
                     upstream = %self.config.name,

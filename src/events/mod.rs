@@ -31,6 +31,7 @@ pub use envelope::{Event, EventPayload, NewEvent, decode, is, type_url};
 
 use crate::client::{Upstream, UpstreamConfig, UpstreamError};
 use crate::config::EventArgs;
+use crate::identity::Identity;
 use crate::readiness::Readiness;
 
 /// A producer's running parts.
@@ -96,14 +97,15 @@ pub(crate) struct Consumer {
 pub(crate) fn start_consumer(
     processor: consumer::Processor,
     endpoints: Vec<String>,
+    identity: &Identity,
     readiness: &Readiness,
     transport: &EventArgs,
 ) -> Result<Consumer, UpstreamError> {
     let config = processor.config().clone();
-    let upstream = Upstream::new(UpstreamConfig::new(
-        format!("{}-feed", config.producer),
-        endpoints,
-    ))?;
+    let mut feed = UpstreamConfig::new(format!("{}-feed", config.producer), endpoints);
+    // The feed is served by the producer itself, and must prove it.
+    feed.peer = config.producer.clone();
+    let upstream = Upstream::new(feed, identity)?;
     let processor = Arc::new(processor);
     let task = match nats::NatsSettings::from_args(transport) {
         Some(settings) => tokio::spawn(nats::run_consumer(

@@ -35,6 +35,7 @@ pub use shutdown::shutdown_signal;
 use crate::config::ServerArgs;
 use crate::events::dead_letters::DeadLetterServer;
 use crate::events::feed::EventFeedServer;
+use crate::identity::Identity;
 use crate::readiness::Readiness;
 
 /// Errors that stop a server.
@@ -75,6 +76,7 @@ pub(crate) struct EventServices {
 /// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
 pub(crate) async fn serve<S>(
     settings: &ServerArgs,
+    identity: &Identity,
     service: S,
     events: EventServices,
     listener: TcpListener,
@@ -131,9 +133,14 @@ where
     };
 
     let local_addr = listener.local_addr().ok();
-    let incoming = TcpIncoming::from(listener)
+    let tcp = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(settings.keepalive_interval));
+    let tls = identity
+        .credentials()
+        .map(crate::identity::tls::server_config)
+        .transpose()
+        .map_err(|error| ServeError::Config(format!("TLS: {error}")))?;
 
     let mut builder = tonic::transport::Server::builder();
     if !settings.max_connection_age.is_zero() {
@@ -151,7 +158,7 @@ where
         )),
         request_timeout: settings.request_timeout,
     };
-    let server = builder
+    let router = builder
         .timeout(settings.request_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
@@ -165,10 +172,16 @@ where
                 .dead_letters
                 .map(|dead_letters| stack::guarded(dead_letters, &guard)),
         )
-        .add_service(stack::guarded(service, &guard))
-        .serve_with_incoming_shutdown(incoming, signal);
+        .add_service(stack::guarded(service, &guard));
+    let server = match tls {
+        Some(tls) => {
+            let incoming = crate::identity::transport::tls_incoming(tcp, tls);
+            futures::future::Either::Left(router.serve_with_incoming_shutdown(incoming, signal))
+        }
+        None => futures::future::Either::Right(router.serve_with_incoming_shutdown(tcp, signal)),
+    };
 
-    tracing::info!(service = S::NAME, address = ?local_addr, "gRPC server listening");
+    tracing::info!(service = S::NAME, address = ?local_addr, identity = ?identity, "gRPC server listening");
     let grace = settings.shutdown_grace;
     let result = tokio::select! {
         served = server => served.map_err(ServeError::from),

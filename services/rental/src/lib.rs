@@ -39,6 +39,7 @@ impl bookmesh::service::Service for Config {
         let upstreams = upstream::Upstreams::new(
             self.member_upstream().map_err(ServeError::Config)?,
             self.book_upstream().map_err(ServeError::Config)?,
+            parts.identity(),
         )?;
         let relay = parts.publish_events();
         parts.consume_events("book", self.book_endpoints, saga::BookEvents)?;

@@ -2,6 +2,7 @@
 //! client stack (discovery, balancing, deadlines, retries, circuit breaker).
 
 use bookmesh::client::{Idempotency, Upstream, UpstreamConfig, UpstreamError};
+use bookmesh::identity::Identity;
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::book::v1::{BookStatus, GetBookRequest};
 use bookmesh::proto::member::v1::GetMemberRequest;
@@ -25,10 +26,15 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(member: UpstreamConfig, book: UpstreamConfig) -> Result<Self, UpstreamError> {
+    /// The member and book services, called as `identity`.
+    pub fn new(
+        member: UpstreamConfig,
+        book: UpstreamConfig,
+        identity: &Identity,
+    ) -> Result<Self, UpstreamError> {
         Ok(Self {
-            member: Upstream::new(member)?,
-            book: Upstream::new(book)?,
+            member: Upstream::new(member, identity)?,
+            book: Upstream::new(book, identity)?,
         })
     }
 

@@ -163,6 +163,8 @@ fn start(
         .env("BOOKMESH_LISTEN", format!("{}:{}", args.host, spec.port))
         .env("BOOKMESH_DATA_DIR", &args.data_dir)
         .env("BOOKMESH_LOG_FORMAT", "pretty")
+        // Until the launcher creates the local PKI, the mesh runs in the development mode.
+        .env("BOOKMESH_INSECURE_PLAINTEXT", "true")
         // Admin HTTP (/metrics, /healthz, /readyz) on the gRPC port + 1000.
         .env(
             "BOOKMESH_ADMIN_LISTEN",

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bookmesh::client::{Idempotency, Upstream, UpstreamConfig};
+use bookmesh::config::IdentityArgs;
 use bookmesh::config::parse_duration;
+use bookmesh::identity::Identity;
 use bookmesh::proto::book::v1::RegisterBookRequest;
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::member::v1::RegisterMemberRequest;
@@ -50,6 +52,9 @@ struct Args {
         default_value = "http://127.0.0.1:50051"
     )]
     book: Vec<String>,
+    /// The load generator's own identity (`<pki-dir>/loadgen.crt`).
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Workers sending back to back (fixed concurrency). Ignored with --rate.
     #[arg(long, short = 'c', default_value_t = 8)]
     concurrency: usize,
@@ -156,7 +161,12 @@ struct Report {
     errors: BTreeMap<String, u64>,
 }
 
-fn upstream(name: &str, endpoints: &[String], timeout: Duration) -> anyhow::Result<Upstream> {
+fn upstream(
+    name: &str,
+    endpoints: &[String],
+    timeout: Duration,
+    identity: &Identity,
+) -> anyhow::Result<Upstream> {
     let mut config = UpstreamConfig::new(name, endpoints.to_vec());
     config.call_timeout = timeout;
     config.retry.max_attempts = 1;
@@ -164,7 +174,7 @@ fn upstream(name: &str, endpoints: &[String], timeout: Duration) -> anyhow::Resu
     config.breaker.minimum_calls = usize::MAX;
     config.connections_per_endpoint = 4;
     config.resolve_interval = Duration::from_secs(2);
-    Ok(Upstream::new(config)?)
+    Ok(Upstream::new(config, identity)?)
 }
 
 #[derive(Serialize, serde::Deserialize)]
@@ -191,8 +201,9 @@ async fn setup(args: &Args) -> anyhow::Result<(Vec<String>, Vec<String>)> {
 }
 
 async fn register(args: &Args) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let members_upstream = upstream("member", &args.member, args.timeout)?;
-    let books_upstream = upstream("book", &args.book, args.timeout)?;
+    let identity = Identity::from_args(&args.identity, "loadgen")?;
+    let members_upstream = upstream("member", &args.member, args.timeout, &identity)?;
+    let books_upstream = upstream("book", &args.book, args.timeout, &identity)?;
     let run = fastrand::u64(..);
     let mut members = Vec::with_capacity(args.members);
     for i in 0..args.members {
@@ -439,7 +450,12 @@ async fn main() -> anyhow::Result<()> {
         bail!("--members and --books must be at least 1");
     }
     let scenario = Arc::new(Scenario {
-        rental: upstream("rental", &args.rental, args.timeout)?,
+        rental: upstream(
+            "rental",
+            &args.rental,
+            args.timeout,
+            &Identity::from_args(&args.identity, "loadgen")?,
+        )?,
         members,
         books,
         rented: Mutex::new(Vec::new()),
