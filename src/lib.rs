@@ -20,7 +20,8 @@
 //! 5. `telemetry`: logging and trace export.
 //! 6. `readiness`, `listener`, `identity`: whether the service can work; binding its
 //!    sockets; who it is (its certificate) and the mTLS it speaks.
-//! 7. `admin`, `db`: the admin HTTP port; database pools, migrations and contention.
+//! 7. `admin`, `db`, `auth`: the admin HTTP port; database pools, migrations and contention;
+//!    user tokens and the authorization policy.
 //! 8. `client`: the client stack (trace, metrics, deadline, retry, breaker, balance).
 //! 9. `events`: the outbox, its relay and feed, consumers, dead letters, JetStream.
 //! 10. `server`: the server stack (readiness gate, load shed, trace, metrics, access log,
@@ -31,6 +32,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod admin;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;

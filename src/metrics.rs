@@ -207,6 +207,15 @@ pub(crate) static SERVER_SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Calls refused by authorization, by server, method (known ones only) and reason.
+pub(crate) static AUTHZ_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bookmesh_authz_refusals_total",
+        "Calls refused for missing or bad credentials or by the policy, by server, method and reason",
+        &["server", "rpc_method", "reason"],
+    )
+});
+
 /// The registry in the Prometheus text exposition format.
 pub(crate) fn render() -> String {
     let encoder = prometheus::TextEncoder::new();

@@ -19,6 +19,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
+use crate::auth::Authorizer;
 use crate::config::{EventArgs, ServiceArgs};
 use crate::events::consumer::{ConsumerConfig, EventHandler, Processor};
 use crate::events::dead_letters::{DeadLetterServer, DeadLetters};
@@ -175,13 +177,21 @@ pub async fn serve_until<S: Service>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let args = service.args().clone();
-    let identity = Identity::from_args(&args.identity, S::NAME)
-        .map_err(|error| {
-            ServeError::Config(format!(
-                "identity: {error} (make run creates a local PKI under data/pki; \
+    let identity = Identity::from_args(&args.identity, S::NAME).map_err(|error| {
+        ServeError::Config(format!(
+            "identity: {error} (make run creates a local PKI under data/pki; \
                  --insecure-plaintext runs without one, for development only)"
-            ))
-        })?;
+        ))
+    })?;
+    // Plaintext has no identities to authorize; the identity already warned about it.
+    let authorizer = if identity.is_plaintext() {
+        None
+    } else {
+        let authorizer = Authorizer::from_args(S::NAME, &args.auth, &args.identity)
+            .await
+            .map_err(|error| ServeError::Config(error.to_string()))?;
+        Some(Arc::new(authorizer))
+    };
     // Lazy: the server starts, answers NOT_SERVING, and waits for a database still starting.
     let db = crate::db::connect_lazy(&args.database.effective_url(S::NAME)).await?;
     let readiness = Readiness::new();
@@ -215,6 +225,7 @@ pub async fn serve_until<S: Service>(
     let served = crate::server::serve(
         &args.server,
         &identity,
+        authorizer,
         api,
         events,
         listener,

@@ -366,8 +366,9 @@ pub async fn connect_tls(
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let expected = crate::identity::SpiffeId::new(TRUST_DOMAIN, NAMESPACE, server_workload);
     let config = crate::identity::tls::client_config(client, expected).expect("client TLS");
-    let url = url.replacen("http://", "https://", 1);
-    tonic::transport::Endpoint::from_shared(url)?
+    // The connector does TLS: tonic, built with its own TLS support, refuses an `https` URI
+    // it has no TLS configuration for.
+    tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_with_connector(crate::identity::transport::TlsConnector::new(config))
         .await
 }
@@ -391,4 +392,34 @@ pub async fn wait_until_serving_tls(
         (ServingStatus::try_from(status).ok()? == ServingStatus::Serving).then_some(())
     })
     .await;
+}
+
+/// A TLS channel to `url` that presents no certificate (as a user's tool does: it brings a
+/// token), checking that the server is `server_workload` against the test PKI's authority.
+pub async fn connect_tls_without_certificate(
+    url: &str,
+    pki: &TestPki,
+    server_workload: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let expected = crate::identity::SpiffeId::new(TRUST_DOMAIN, NAMESPACE, server_workload);
+    // Any workload's credentials carry the authority to check the server against.
+    let trust = pki.credentials("check");
+    let config =
+        crate::identity::tls::anonymous_client_config(&trust, expected).expect("client TLS");
+    tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_with_connector(crate::identity::transport::TlsConnector::new(config))
+        .await
+}
+
+/// A development token signed by the test PKI's key: `subject` with `roles`, valid for
+/// `lifetime` seconds (negative: already expired).
+pub fn test_token(pki: &TestPki, subject: &str, roles: &[&str], lifetime: i64) -> String {
+    let defaults = crate::config::AuthArgs::default();
+    crate::auth::DevTokenIssuer::from_pki(
+        pki.dir(),
+        &defaults.token_issuer,
+        &defaults.token_audience,
+    )
+    .expect("token key")
+    .issue(subject, roles, lifetime)
 }

@@ -79,6 +79,15 @@ where
         if let Ok(traceparent) = traceparent.parse() {
             request.metadata_mut().insert("traceparent", traceparent);
         }
+        // Whom the served request is for, for the callee's audit trail; the call itself is
+        // authorized by this workload's identity.
+        if let Some(user) = crate::auth::current_user()
+            && let Ok(user) = user.parse()
+        {
+            request
+                .metadata_mut()
+                .insert(crate::auth::ON_BEHALF_OF_HEADER, user);
+        }
         let sent = (self.send)(channel, request);
         let upstream = self.upstream.clone();
         Box::pin(async move {

@@ -30,7 +30,9 @@ impl Replica {
         config: &UpstreamConfig,
         tls: Option<&TlsConnector>,
     ) -> Self {
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        // `http` even over TLS: the connector does the TLS, and tonic (built with TLS support
+        // of its own) refuses an `https` URI without its own TLS configuration.
+        let scheme = "http";
         let channels = (0..config.connections_per_endpoint.max(1))
             .map(|_| {
                 let endpoint = Endpoint::from(

@@ -60,6 +60,25 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A client that presents no certificate (a user's tool, which brings a token instead) but
+/// still checks that the server is `expected`, against the authorities of `trust`.
+pub fn anonymous_client_config(
+    trust: &Arc<Credentials>,
+    expected: SpiffeId,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ExpectedServer {
+            credentials: trust.clone(),
+            expected,
+            provider: provider(),
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The SPIFFE ID in a certificate's URI SANs, if it has exactly one.
 pub fn spiffe_id_of(certificate: &CertificateDer<'_>) -> Option<SpiffeId> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;

@@ -10,6 +10,7 @@
 //! layer of its own.
 
 mod access_log;
+mod authorize;
 mod deadline;
 mod health;
 mod load_shed;
@@ -32,6 +33,7 @@ use tonic::transport::server::TcpIncoming;
 pub use health::LIVENESS_NAME;
 pub use shutdown::shutdown_signal;
 
+use crate::auth::Authorizer;
 use crate::config::ServerArgs;
 use crate::events::dead_letters::DeadLetterServer;
 use crate::events::feed::EventFeedServer;
@@ -74,9 +76,11 @@ pub(crate) struct EventServices {
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S>(
     settings: &ServerArgs,
     identity: &Identity,
+    authorizer: Option<Arc<Authorizer>>,
     service: S,
     events: EventServices,
     listener: TcpListener,
@@ -157,6 +161,11 @@ where
             settings.max_concurrent_requests,
         )),
         request_timeout: settings.request_timeout,
+        authorize: authorize::AuthorizeLayer::new(
+            authorizer,
+            identity.id().clone(),
+            settings.max_message_bytes,
+        ),
     };
     let router = builder
         .timeout(settings.request_timeout)

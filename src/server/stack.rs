@@ -14,6 +14,7 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use super::access_log::AccessLogLayer;
+use super::authorize::AuthorizeLayer;
 use super::deadline::DeadlineLayer;
 use super::load_shed::ShedAsResourceExhaustedLayer;
 use super::metrics::MetricsLayer;
@@ -28,6 +29,7 @@ pub(crate) struct Guard {
     /// One pool of permits for all the server's services: the limit is the process's.
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) request_timeout: Duration,
+    pub(crate) authorize: AuthorizeLayer,
 }
 
 /// `service` behind the stack. It keeps its name, so tonic routes to it as before.
@@ -68,7 +70,11 @@ where
         // Metrics and the access log sit above the deadline, so they see its answer too.
         .layer(MetricsLayer::new(S::NAME))
         .layer(AccessLogLayer)
-        // Innermost: the handler runs with its deadline, and nothing outlives it.
+        // Every call gets a deadline, its checks included (a request read slowly for the
+        // "member themself" check must not outlive it).
         .layer(DeadlineLayer::new(guard.request_timeout))
+        // Innermost: nothing reaches a handler unauthorized; refusals are still traced,
+        // counted and logged by the layers above.
+        .layer(guard.authorize.clone())
         .named_layer(service)
 }

@@ -71,6 +71,8 @@ where
             rpc.service = self.service,
             rpc.method = %rpc_method(path),
             rpc.grpc.status_code = tracing::field::Empty,
+            peer.workload = tracing::field::Empty,
+            enduser.id = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
