@@ -64,7 +64,11 @@ demo-failover: build tools ## Demo: replicas joining and leaving under load, a h
 
 .PHONY: loadgen
 loadgen: build ## Load the running mesh (make run) for 10 s with the default mix; ARGS="..." for more
-	BOOKMESH_INSECURE_PLAINTEXT=true $(CARGO) run --quiet -p bookmesh-loadgen -- --duration 10s $(ARGS)
+	$(CARGO) run --quiet -p bookmesh-loadgen -- --duration 10s $(ARGS)
+
+.PHONY: token
+token: ## Print a development token: ROLE=librarian|admin, or ROLE=member MEMBER=<member_id> (use make -s)
+	@$(CARGO) run --quiet -p bookmesh-token -- --role "$(ROLE)" $(if $(MEMBER),--subject "$(MEMBER)")
 
 .PHONY: check
 check: ## Check that the running mesh (make run) is consistent once the sagas settle

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command against the real mesh: starts the services as `make run` does (default ports,
-# SQLite in a temporary folder), waits until all are SERVING, runs the command, stops them.
+# SQLite in a temporary folder, mTLS with the local PKI under data/pki), waits until all are
+# SERVING, runs the command with the credentials a client needs in its environment
+# (BOOKMESH_CA, a librarian's BOOKMESH_TOKEN, BOOKMESH_PKI_DIR, the token tool), stops them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -30,7 +32,8 @@ start_mesh() {
     sleep 0.5
   done
   rm -rf "$work/data"
-  "$target_dir/debug/bookmesh-launcher" --data-dir "$work/data" >"$work/launcher.log" 2>&1 &
+  "$target_dir/debug/bookmesh-launcher" --data-dir "$work/data" --pki-dir "$root/data/pki" \
+    >"$work/launcher.log" 2>&1 &
   launcher_pid=$!
   deadline=$((SECONDS + 150))
   until grep -q "bookmesh is up" "$work/launcher.log"; do
@@ -49,4 +52,9 @@ if ! start_mesh; then
   sleep 2
   start_mesh || { echo "the mesh did not start" >&2; exit 1; }
 fi
+export BOOKMESH_PKI_DIR="$root/data/pki"
+export BOOKMESH_CA="$BOOKMESH_PKI_DIR/ca.crt"
+export BOOKMESH_TOKEN_TOOL="$target_dir/debug/bookmesh-token"
+BOOKMESH_TOKEN=$("$BOOKMESH_TOKEN_TOOL" --role librarian)
+export BOOKMESH_TOKEN
 "$@"

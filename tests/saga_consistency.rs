@@ -235,6 +235,12 @@ async fn randomized_rentals_with_crashes_end_consistent() {
     }
 
     let endpoints = Endpoints {
+        // The process suites run the development mode.
+        identity: bookmesh::identity::Identity::insecure(bookmesh::identity::SpiffeId::new(
+            "bookmesh.local",
+            "bookmesh",
+            "check",
+        )),
         book: format!("http://{}", mesh.book),
         member: format!("http://{}", mesh.member),
         rental: rental_url,

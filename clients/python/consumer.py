@@ -2,7 +2,11 @@
 (bookmesh.events.v1.EventFeedService), keeps its cursor in its own file, and resumes after it
 when restarted — the same contract the Rust consumers follow, in another language.
 
-    PYTHONPATH=generated:. python consumer.py --cursor rentals.cursor
+    BOOKMESH_CLIENT_CERT=data/pki/python-consumer.crt BOOKMESH_CLIENT_KEY=data/pki/python-consumer.key \
+      PYTHONPATH=generated:. python consumer.py --cursor rentals.cursor
+
+An event feed carries every event of its producer, so only workloads the authorization policy
+names may subscribe: this one proves it is `python-consumer` with its certificate.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The whole rental story from Python: register, rent, wait for RENTED, return, best-sellers.
 
-Run it against `make run`:  PYTHONPATH=generated:. python example.py
+Run it against `make run`, as a librarian (who may register, and rent for anyone):
+    BOOKMESH_TOKEN=$(make -s token ROLE=librarian) PYTHONPATH=generated:. python example.py
 """
 
 from __future__ import annotations

@@ -101,6 +101,26 @@ impl Identity {
     pub fn credentials(&self) -> Option<&Arc<Credentials>> {
         self.credentials.as_ref()
     }
+
+    /// One connection to `url` (`http://host:port`) as this identity: over mTLS checking the
+    /// server is `peer`, or plaintext. For tools and probes that make a few calls; services
+    /// call each other through `client::Upstream`.
+    pub async fn channel(
+        &self,
+        url: &str,
+        peer: &str,
+    ) -> Result<tonic::transport::Channel, tower::BoxError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?;
+        Ok(match &self.credentials {
+            Some(credentials) => {
+                let config = tls::client_config(credentials, self.peer(peer))?;
+                endpoint
+                    .connect_with_connector(transport::TlsConnector::new(config))
+                    .await?
+            }
+            None => endpoint.connect().await?,
+        })
+    }
 }
 
 impl IdentityArgs {

@@ -86,8 +86,11 @@ impl TlsConnector {
     }
 }
 
+/// A client connection after its TLS handshake, as hyper reads it.
+pub type ClientStream = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
 impl tower::Service<http::Uri> for TlsConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = ClientStream;
     type Error = io::Error;
     type Future = BoxFuture<'static, io::Result<Self::Response>>;
 

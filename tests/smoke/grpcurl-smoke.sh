@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test with the real grpcurl (1.8.6: reflection v1alpha only) against the real mesh as
-# `make run` starts it: list, describe, calls, health checks, a rich INVALID_ARGUMENT, the
-# README walkthrough run verbatim, and a clean stop on SIGTERM.
+# `make run` starts it, on mTLS with the local PKI under data/pki: list, describe, calls with a
+# development token, refusals without one and in plaintext, health checks, a rich
+# INVALID_ARGUMENT, the README walkthrough run verbatim, and a clean stop on SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -56,20 +57,32 @@ until grep -q "bookmesh is up" "$log"; do
 done
 echo "ok - mesh up"
 
+ca=data/pki/ca.crt
+TOKEN=$(make -s token ROLE=librarian)
+[[ "$TOKEN" == *.*.* ]] || fail "make -s token printed something else than a token: $TOKEN"
+gc() { grpcurl -cacert "$ca" -H "authorization: Bearer $TOKEN" "$@"; }
+
+plaintext=$(grpcurl -plaintext -max-time 3 localhost:50052 list 2>&1 || true)
+if grep -q "MemberService" <<<"$plaintext"; then fail "a plaintext client was served"; fi
+passed=$((passed + 1)); echo "ok - plaintext is refused"
+anonymous=$(grpcurl -cacert "$ca" -d '{}' localhost:50052 bookmesh.member.v1.MemberService/ListMembers 2>&1 || true)
+check "no token is UNAUTHENTICATED" "Code: Unauthenticated" "$anonymous"
+check "with the reason in google.rpc.ErrorInfo" "CREDENTIALS_MISSING" "$anonymous"
+
 for entry in 50051:bookmesh.book.v1.BookService 50052:bookmesh.member.v1.MemberService 50053:bookmesh.rental.v1.RentalService 50054:bookmesh.bestbook.v1.BestBookService; do
   port=${entry%%:*}
   service=${entry#*:}
-  check "list on :$port names $service" "$service" "$(grpcurl -plaintext "localhost:$port" list)"
+  check "list on :$port names $service" "$service" "$(grpcurl -cacert "$ca" "localhost:$port" list)"
   check "health of $service" '"status": "SERVING"' \
-    "$(grpcurl -plaintext -d "{\"service\": \"$service\"}" "localhost:$port" grpc.health.v1.Health/Check)"
+    "$(grpcurl -cacert "$ca" -d "{\"service\": \"$service\"}" "localhost:$port" grpc.health.v1.Health/Check)"
 done
 
 check "describe shows RPCs" "rpc RentBook" \
-  "$(grpcurl -plaintext localhost:50053 describe bookmesh.rental.v1.RentalService)"
+  "$(grpcurl -cacert "$ca" localhost:50053 describe bookmesh.rental.v1.RentalService)"
 check "describe shows the documentation comments" "unique across members" \
-  "$(grpcurl -plaintext localhost:50052 describe bookmesh.member.v1.Member)"
+  "$(grpcurl -cacert "$ca" localhost:50052 describe bookmesh.member.v1.Member)"
 
-invalid=$(grpcurl -plaintext -d '{"name": "", "email": "nope"}' \
+invalid=$(gc -d '{"name": "", "email": "nope"}' \
   localhost:50052 bookmesh.member.v1.MemberService/RegisterMember 2>&1 || true)
 check "invalid input is INVALID_ARGUMENT" "Code: InvalidArgument" "$invalid"
 check "with a decoded google.rpc.BadRequest" "fieldViolations" "$invalid"
@@ -88,25 +101,28 @@ check "walkthrough: card is available" '"status": "RENTAL_STATUS_AVAILABLE"' "$o
 check "walkthrough: the title came from the book service" '"title": "Dune"' "$output"
 check "walkthrough: the validation error lists fields" '"field":"email"' "$output"
 check "walkthrough: renting the same book twice is refused" "Code: AlreadyExists" "$output"
+check "walkthrough: someone else's card is PERMISSION_DENIED" "Code: PermissionDenied" "$output"
+check "walkthrough: ... because it is not the member's own" "NOT_SELF" "$output"
+check "walkthrough: no token is UNAUTHENTICATED" "Code: Unauthenticated" "$output"
 
 # The rental saga runs on events: the item becomes RENTED and the member earns 10 points.
 member_id=$(sed -n 's/^WALKTHROUGH_MEMBER_ID=//p' <<<"$output")
 [[ -n "$member_id" ]] || fail "walkthrough did not register a member"
 deadline=$((SECONDS + 20))
-until card=$(grpcurl -plaintext -d "{\"member_id\": \"$member_id\"}" localhost:50053 \
+until card=$(gc -d "{\"member_id\": \"$member_id\"}" localhost:50053 \
   bookmesh.rental.v1.RentalService/GetRentalCard 2>&1) && grep -q ITEM_STATE_RENTED <<<"$card"; do
   ((SECONDS < deadline)) || fail "the rental never became RENTED: $card"
   sleep 0.2
 done
 check "saga: the item is RENTED" '"state": "ITEM_STATE_RENTED"' "$card"
 # 10 points for Dune, and 10 more if the member also won the race for Solaris.
-until member=$(grpcurl -plaintext -d "{\"member_id\": \"$member_id\"}" localhost:50052 \
+until member=$(gc -d "{\"member_id\": \"$member_id\"}" localhost:50052 \
   bookmesh.member.v1.MemberService/GetMember 2>&1) && [[ $(jq -r '.member.points // "0"' <<<"$member") -ge 10 ]]; do
   ((SECONDS < deadline)) || fail "the member never got the points: $member"
   sleep 0.2
 done
 check "saga: the member earned points" '"points": "' "$member"
-until best=$(grpcurl -plaintext -d '{"limit": 5}' localhost:50054 \
+until best=$(gc -d '{"limit": 5}' localhost:50054 \
   bookmesh.bestbook.v1.BestBookService/GetBestBooks 2>&1) && grep -q '"title": "Dune"' <<<"$best"; do
   ((SECONDS < deadline)) || fail "the ranking never showed the rental: $best"
   sleep 0.2
@@ -119,7 +135,7 @@ read -r rival_id copy_id <<<"$(sed -n 's/^RACE=//p' <<<"$output")"
 settled() { # settled MEMBER: the member's state for the copy (NONE: never on their card)
   local card
   # A member refused up front may have no card at all (NOT_FOUND).
-  card=$(grpcurl -plaintext -d "{\"member_id\": \"$1\"}" localhost:50053 \
+  card=$(gc -d "{\"member_id\": \"$1\"}" localhost:50053 \
     bookmesh.rental.v1.RentalService/GetRentalCard 2>/dev/null) || { echo NONE; return; }
   jq -r --arg copy "$copy_id" '[.rentalCard | (.rentedItems // []) + (.canceledItems // []) | .[] | select(.bookId == $copy) | .state] | first // "NONE"' <<<"$card"
 }

@@ -15,7 +15,7 @@ import pytest
 import example
 from bookmesh.member.v1 import member_pb2
 from bookmesh.rental.v1 import rental_pb2
-from bookmesh_client import Mesh, call, field_violations
+from bookmesh_client import Mesh, call, field_violations, refusal_reason
 
 
 @pytest.fixture()
@@ -55,6 +55,41 @@ def test_a_deadline_too_short_is_deadline_exceeded(mesh):
     assert raised.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
+def member_token(member_id: str) -> str:
+    """A development token of the member themself, from `make -s token` (the tool behind it)."""
+    return subprocess.run(
+        [os.environ["BOOKMESH_TOKEN_TOOL"], "--role", "member", "--subject", member_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_a_member_reads_their_own_card_and_no_one_elses(mesh):
+    outcome = example.rental_story(mesh)
+    member = Mesh(token=member_token(outcome["member_id"]))
+    try:
+        own = call(member.rentals.GetRentalCard, rental_pb2.GetRentalCardRequest(member_id=outcome["member_id"]))
+        assert own.rental_card.member_id == outcome["member_id"]
+        with pytest.raises(grpc.RpcError) as raised:
+            member.rentals.GetRentalCard(rental_pb2.GetRentalCardRequest(member_id=str(uuid.uuid4())), timeout=2)
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert refusal_reason(raised.value) == "NOT_SELF"
+    finally:
+        member.close()
+
+
+def test_without_a_token_calls_are_unauthenticated():
+    anonymous = Mesh(token="")
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            anonymous.members.ListMembers(member_pb2.ListMembersRequest(), timeout=2)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert refusal_reason(raised.value) == "CREDENTIALS_MISSING"
+    finally:
+        anonymous.close()
+
+
 def test_unavailable_is_retried_then_reported():
     dead = Mesh({"book": "localhost:1", "member": "localhost:1", "rental": "localhost:1", "bestbook": "localhost:1"})
     try:
@@ -68,13 +103,22 @@ def test_unavailable_is_retried_then_reported():
 def run_consumer(cursor: str, events: int) -> list[int]:
     """Runs consumer.py as its own process (a real restart each time); returns the sequences."""
     script = os.path.join(os.path.dirname(__file__), "..", "consumer.py")
+    # The feed is for the services that consume it: the consumer is a workload with its own
+    # certificate, and carries no user token.
+    pki = os.environ["BOOKMESH_PKI_DIR"]
+    env = {
+        **os.environ,
+        "BOOKMESH_CLIENT_CERT": os.path.join(pki, "python-consumer.crt"),
+        "BOOKMESH_CLIENT_KEY": os.path.join(pki, "python-consumer.key"),
+        "BOOKMESH_TOKEN": "",
+    }
     finished = subprocess.run(
         [sys.executable, script, "--cursor", cursor, "--max-events", str(events)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
-        env=os.environ.copy(),
+        env=env,
     )
     return [int(line.split()[0][1:]) for line in finished.stdout.splitlines()]
 

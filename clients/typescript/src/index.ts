@@ -1,8 +1,11 @@
-// A small, idiomatic layer over the generated bookmesh code: every call gets a deadline,
-// UNAVAILABLE (a replica starting, draining or gone) is retried with jittered backoff, and the
-// google.rpc.BadRequest detail of INVALID_ARGUMENT is read into a field → description map.
+// A small, idiomatic layer over the generated bookmesh code: TLS checked against the mesh's
+// certificate authority with a bearer token (and, for a workload, its own certificate), every
+// call with a deadline, UNAVAILABLE (a replica starting, draining or gone) retried with jittered
+// backoff, and the rich error details (google.rpc.BadRequest, google.rpc.ErrorInfo) read.
 
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { readFileSync } from "node:fs";
+
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 
@@ -29,9 +32,38 @@ export interface Mesh {
   bestBooks: Client<typeof BestBookService>;
 }
 
-/** Clients for every service, over gRPC (HTTP/2) as the Rust services speak it. */
-export function connectMesh(targets = addresses): Mesh {
-  const transport = (target: string) => createGrpcTransport({ baseUrl: `http://${target}` });
+/**
+ * How to prove who is calling: the authority the servers' certificates must chain to (`make
+ * run`'s is data/pki/ca.crt), the user's bearer token (`make -s token ROLE=...`), and for a
+ * workload its own certificate and key. Defaults: BOOKMESH_CA, BOOKMESH_TOKEN,
+ * BOOKMESH_CLIENT_CERT, BOOKMESH_CLIENT_KEY.
+ */
+export interface Credentials {
+  ca?: string;
+  token?: string;
+  certificate?: string;
+  key?: string;
+}
+
+function fromEnvironment(): Credentials {
+  return {
+    ca: process.env.BOOKMESH_CA ?? "data/pki/ca.crt",
+    token: process.env.BOOKMESH_TOKEN,
+    certificate: process.env.BOOKMESH_CLIENT_CERT,
+    key: process.env.BOOKMESH_CLIENT_KEY,
+  };
+}
+
+/** Clients for every service, over gRPC (HTTP/2 with TLS) as the Rust services speak it. */
+export function connectMesh(targets = addresses, credentials: Credentials = fromEnvironment()): Mesh {
+  const read = (path?: string) => (path ? readFileSync(path) : undefined);
+  const nodeOptions = { ca: read(credentials.ca), cert: read(credentials.certificate), key: read(credentials.key) };
+  const bearer: Interceptor = (next) => async (request) => {
+    if (credentials.token) request.header.set("authorization", `Bearer ${credentials.token}`);
+    return next(request);
+  };
+  const transport = (target: string) =>
+    createGrpcTransport({ baseUrl: `https://${target}`, nodeOptions, interceptors: [bearer] });
   return {
     books: createClient(BookService, transport(targets.book)),
     members: createClient(MemberService, transport(targets.member)),
@@ -91,6 +123,24 @@ export function fieldViolations(error: unknown): Record<string, string> {
     }
   }
   return violations;
+}
+
+/** Why an UNAUTHENTICATED or PERMISSION_DENIED was refused (google.rpc.ErrorInfo.reason). */
+export function refusalReason(error: unknown): string | undefined {
+  if (!(error instanceof ConnectError)) return undefined;
+  for (const detail of error.details) {
+    if (!("type" in detail) || detail.type !== "google.rpc.ErrorInfo" || !(detail.value instanceof Uint8Array)) {
+      continue;
+    }
+    // ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3 }
+    const reader = new BinaryReader(detail.value);
+    while (reader.pos < reader.len) {
+      const [number, wireType] = reader.tag();
+      if (number === 1) return reader.string();
+      reader.skip(wireType);
+    }
+  }
+  return undefined;
 }
 
 /** Polls `probe` until it returns a value; the sagas are eventually consistent. */

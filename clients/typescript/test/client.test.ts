@@ -8,7 +8,9 @@ import { test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import { rentalStory } from "../src/example.js";
-import { connectMesh, fieldViolations, withRetry } from "../src/index.js";
+import { execFileSync } from "node:child_process";
+
+import { connectMesh, fieldViolations, refusalReason, withRetry } from "../src/index.js";
 
 const mesh = connectMesh();
 
@@ -31,6 +33,25 @@ test("a business error is not retried", async () => {
   assert.equal(error.code, Code.NotFound);
   assert.deepEqual(fieldViolations(error), {});
   assert.ok(Date.now() - started < 2000);
+});
+
+test("a member reads their own card and no one else's", async () => {
+  const outcome = await rentalStory(mesh);
+  const tool = process.env.BOOKMESH_TOKEN_TOOL ?? "bookmesh-token";
+  const token = execFileSync(tool, ["--role", "member", "--subject", outcome.memberId]).toString().trim();
+  const member = connectMesh(undefined, { ca: process.env.BOOKMESH_CA, token });
+  const own = await withRetry((o) => member.rentals.getRentalCard({ memberId: outcome.memberId }, o));
+  assert.equal(own.rentalCard?.memberId, outcome.memberId);
+  const error = await member.rentals.getRentalCard({ memberId: randomUUID() }, { timeoutMs: 2000 }).catch((e) => e);
+  assert.equal(error.code, Code.PermissionDenied);
+  assert.equal(refusalReason(error), "NOT_SELF");
+});
+
+test("without a token, calls are unauthenticated", async () => {
+  const anonymous = connectMesh(undefined, { ca: process.env.BOOKMESH_CA });
+  const error = await anonymous.members.listMembers({}, { timeoutMs: 2000 }).catch((e) => e);
+  assert.equal(error.code, Code.Unauthenticated);
+  assert.equal(refusalReason(error), "CREDENTIALS_MISSING");
 });
 
 test("UNAVAILABLE is retried, then reported", async () => {

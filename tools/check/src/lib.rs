@@ -30,6 +30,8 @@ pub const POINTS_PER_RETURN: i64 = 10;
 /// Where the services are.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
+    /// Who the check calls as: its own workload identity (`check`), or plaintext.
+    pub identity: bookmesh::identity::Identity,
     pub book: String,
     pub member: String,
     pub rental: String,
@@ -54,14 +56,22 @@ impl Report {
     }
 }
 
-async fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect()
+async fn channel(
+    identity: &bookmesh::identity::Identity,
+    url: &str,
+    workload: &str,
+) -> anyhow::Result<Channel> {
+    identity
+        .channel(url, workload)
         .await
+        .map_err(|error| anyhow::anyhow!("{workload} at {url}: {error}"))
 }
 
-async fn all_members(url: &str) -> anyhow::Result<Vec<Member>> {
-    let mut client = MemberServiceClient::new(channel(url).await?);
+async fn all_members(
+    identity: &bookmesh::identity::Identity,
+    url: &str,
+) -> anyhow::Result<Vec<Member>> {
+    let mut client = MemberServiceClient::new(channel(identity, url, "member").await?);
     let (mut members, mut token) = (Vec::new(), String::new());
     loop {
         let page = client
@@ -79,8 +89,11 @@ async fn all_members(url: &str) -> anyhow::Result<Vec<Member>> {
     }
 }
 
-async fn all_books(url: &str) -> anyhow::Result<Vec<Book>> {
-    let mut client = BookServiceClient::new(channel(url).await?);
+async fn all_books(
+    identity: &bookmesh::identity::Identity,
+    url: &str,
+) -> anyhow::Result<Vec<Book>> {
+    let mut client = BookServiceClient::new(channel(identity, url, "book").await?);
     let (mut books, mut token) = (Vec::new(), String::new());
     loop {
         let page = client
@@ -100,9 +113,10 @@ async fn all_books(url: &str) -> anyhow::Result<Vec<Book>> {
 
 /// Reads every service once and checks the invariants.
 pub async fn check(endpoints: &Endpoints) -> anyhow::Result<Report> {
-    let members = all_members(&endpoints.member).await?;
-    let books = all_books(&endpoints.book).await?;
-    let mut rental = RentalServiceClient::new(channel(&endpoints.rental).await?);
+    let members = all_members(&endpoints.identity, &endpoints.member).await?;
+    let books = all_books(&endpoints.identity, &endpoints.book).await?;
+    let mut rental =
+        RentalServiceClient::new(channel(&endpoints.identity, &endpoints.rental, "rental").await?);
     let mut cards: Vec<RentalCard> = Vec::new();
     for member in &members {
         match rental
@@ -191,7 +205,8 @@ pub async fn check(endpoints: &Endpoints) -> anyhow::Result<Report> {
         }
     }
     if let Some(url) = &endpoints.bestbook {
-        let mut bestbook = BestBookServiceClient::new(channel(url).await?);
+        let mut bestbook =
+            BestBookServiceClient::new(channel(&endpoints.identity, url, "bestbook").await?);
         let ranking = bestbook
             .get_best_books(GetBestBooksRequest { limit: 100 })
             .await?

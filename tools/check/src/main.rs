@@ -36,6 +36,9 @@ struct Args {
         default_value = "http://127.0.0.1:50054"
     )]
     bestbook: String,
+    /// The check's own identity (`<pki-dir>/check.crt`).
+    #[command(flatten)]
+    identity: bookmesh::config::IdentityArgs,
     /// How long to wait for the sagas to settle.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     wait: Duration,
@@ -45,6 +48,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let endpoints = Endpoints {
+        identity: bookmesh::identity::Identity::from_args(&args.identity, "check")?,
         book: args.book,
         member: args.member,
         rental: args.rental,

@@ -1,9 +1,11 @@
 //! `bookmesh-launcher`: the local mesh in one command (`make run`).
 //!
-//! Starts every service as its own process (as they run in production: separate binaries,
-//! separate databases), prefixes each one's log lines with its name, waits until all report
-//! SERVING, prints the endpoints and a few grpcurl commands, and on Ctrl-C or SIGTERM stops them
-//! all gracefully (SIGTERM, so each drains its in-flight calls).
+//! Creates the local PKI on first start (a CA, a certificate per workload, the development
+//! token key, under `data/pki/`), starts every service as its own process (as they run in
+//! production: separate binaries, separate databases, mTLS between them), prefixes each one's
+//! log lines with its name, waits until all report SERVING, prints the endpoints and a few
+//! grpcurl commands, and on Ctrl-C or SIGTERM stops them all gracefully (SIGTERM, so each
+//! drains its in-flight calls).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,6 +20,9 @@ use tokio::process::{Child, Command};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+use bookmesh::config::IdentityArgs;
+use bookmesh::identity::Identity;
 
 /// Starts the bookmesh services locally on their default ports.
 #[derive(Debug, Parser)]
@@ -43,7 +48,25 @@ struct Args {
     /// Longest wait for the services to exit after the stop signal before killing them.
     #[arg(long, default_value = "25")]
     stop_timeout_secs: u64,
+
+    /// The local PKI (`--pki-dir`, created if missing) and the launcher's own identity for its
+    /// health checks.
+    #[command(flatten)]
+    identity: IdentityArgs,
 }
+
+/// Every workload the local PKI issues a certificate to: the services, the tools, the
+/// launcher's health checks, and the Python feed consumer example.
+const WORKLOADS: &[&str] = &[
+    "book",
+    "member",
+    "rental",
+    "bestbook",
+    "loadgen",
+    "check",
+    "launcher",
+    "python-consumer",
+];
 
 /// One service of the mesh: binary, port, gRPC service name, log colour.
 struct ServiceSpec {
@@ -104,6 +127,21 @@ async fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    if !args.identity.insecure_plaintext {
+        bookmesh::identity::pki::ensure_local(
+            &args.identity.pki_dir,
+            &args.identity.trust_domain,
+            &args.identity.namespace,
+            WORKLOADS,
+        )
+        .with_context(|| {
+            format!(
+                "cannot create the local PKI in {}",
+                args.identity.pki_dir.display()
+            )
+        })?;
+    }
+    let identity = Identity::from_args(&args.identity, "launcher")?;
 
     let mut running = Vec::new();
     for spec in &SERVICES {
@@ -117,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let ready = tokio::select! {
-        ready = wait_until_all_serving(&args, &mut running) => ready,
+        ready = wait_until_all_serving(&args, &identity, &mut running) => ready,
         () = bookmesh::server::shutdown_signal() => Err(anyhow::anyhow!("interrupted while starting")),
     };
     if let Err(error) = ready {
@@ -125,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
         stop_all(&mut running, Duration::from_secs(args.stop_timeout_secs)).await;
         return Err(error);
     }
-    print_banner(&args.host);
+    print_banner(&args.host, &args.identity);
 
     // Run until asked to stop, or until a service dies on its own (then stop the rest: a
     // half-running mesh only confuses).
@@ -163,8 +201,14 @@ fn start(
         .env("BOOKMESH_LISTEN", format!("{}:{}", args.host, spec.port))
         .env("BOOKMESH_DATA_DIR", &args.data_dir)
         .env("BOOKMESH_LOG_FORMAT", "pretty")
-        // Until the launcher creates the local PKI, the mesh runs in the development mode.
-        .env("BOOKMESH_INSECURE_PLAINTEXT", "true")
+        // Every service finds its certificate in the one local PKI, wherever it was started.
+        .env("BOOKMESH_PKI_DIR", absolute(&args.identity.pki_dir))
+        .env("BOOKMESH_TRUST_DOMAIN", &args.identity.trust_domain)
+        .env("BOOKMESH_NAMESPACE", &args.identity.namespace)
+        .env(
+            "BOOKMESH_INSECURE_PLAINTEXT",
+            args.identity.insecure_plaintext.to_string(),
+        )
         // Admin HTTP (/metrics, /healthz, /readyz) on the gRPC port + 1000.
         .env(
             "BOOKMESH_ADMIN_LISTEN",
@@ -209,7 +253,11 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, prefix: String) {
     }
 }
 
-async fn wait_until_all_serving(args: &Args, running: &mut [Running]) -> anyhow::Result<()> {
+async fn wait_until_all_serving(
+    args: &Args,
+    identity: &Identity,
+    running: &mut [Running],
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
     for service in running.iter_mut() {
         let url = format!("http://{}:{}", args.host, service.spec.port);
@@ -217,7 +265,7 @@ async fn wait_until_all_serving(args: &Args, running: &mut [Running]) -> anyhow:
             if let Some(status) = service.child.try_wait()? {
                 bail!("{} exited during start-up ({status})", service.spec.name);
             }
-            if health(&url, service.spec.grpc_service).await == Some(ServingStatus::Serving) {
+            if health(identity, &url, service.spec).await == Some(ServingStatus::Serving) {
                 break;
             }
             if Instant::now() > deadline {
@@ -233,16 +281,14 @@ async fn wait_until_all_serving(args: &Args, running: &mut [Running]) -> anyhow:
     Ok(())
 }
 
-async fn health(url: &str, service: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .connect()
+async fn health(identity: &Identity, url: &str, spec: &ServiceSpec) -> Option<ServingStatus> {
+    let channel = tokio::time::timeout(Duration::from_secs(1), identity.channel(url, spec.name))
         .await
+        .ok()?
         .ok()?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: service.to_owned(),
+            service: spec.grpc_service.to_owned(),
         })
         .await
         .ok()?;
@@ -283,7 +329,14 @@ async fn stop_all(running: &mut [Running], timeout: Duration) {
     }
 }
 
-fn print_banner(host: &str) {
+/// `path` from the root, so services started elsewhere find it.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::env::current_dir()
+        .map(|dir| dir.join(path))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+fn print_banner(host: &str, identity: &IdentityArgs) {
     println!();
     println!("bookmesh is up: every service reports SERVING.");
     println!();
@@ -297,13 +350,26 @@ fn print_banner(host: &str) {
         );
     }
     println!();
-    println!("Try (grpcurl, with server reflection):");
-    println!("  grpcurl -plaintext {host}:50052 list");
-    println!("  grpcurl -plaintext {host}:50052 describe bookmesh.member.v1.MemberService");
-    println!(
-        "  grpcurl -plaintext -d '{{\"name\":\"Ada\",\"email\":\"ada@example.org\"}}' {host}:50052 bookmesh.member.v1.MemberService/RegisterMember"
-    );
-    println!("  grpcurl -plaintext {host}:50053 grpc.health.v1.Health/Check");
+    if identity.insecure_plaintext {
+        println!("INSECURE: plaintext, no identities, no authorization (--insecure-plaintext).");
+        println!("  grpcurl -plaintext {host}:50052 list");
+    } else {
+        let ca = identity.pki_dir.join("ca.crt");
+        println!(
+            "mTLS everywhere; the local CA is {} (a development token: make -s token ROLE=librarian).",
+            ca.display()
+        );
+        println!("Try (grpcurl, with server reflection):");
+        println!("  grpcurl -cacert {} {host}:50052 list", ca.display());
+        println!(
+            "  grpcurl -cacert {} {host}:50052 describe bookmesh.member.v1.MemberService",
+            ca.display()
+        );
+        println!(
+            "  grpcurl -cacert {} -H \"authorization: Bearer $(make -s token ROLE=librarian)\" -d '{{\"name\":\"Ada\",\"email\":\"ada@example.org\"}}' {host}:50052 bookmesh.member.v1.MemberService/RegisterMember",
+            ca.display()
+        );
+    }
     println!();
     println!("The README walks through a whole rental. Ctrl-C stops everything.");
     println!();
