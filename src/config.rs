@@ -291,6 +291,11 @@ pub struct EventArgs {
     )]
     pub nats_url: String,
 
+    /// The authority the NATS server's certificate must chain to (PEM); set, the connection
+    /// must be TLS.
+    #[arg(long, env = "BOOKMESH_NATS_CA")]
+    pub nats_ca: Option<std::path::PathBuf>,
+
     /// Prefix of the JetStream stream names and subjects.
     #[arg(long, env = "BOOKMESH_NATS_PREFIX", default_value = "bookmesh")]
     pub nats_prefix: String,
@@ -317,6 +322,7 @@ impl std::fmt::Debug for EventArgs {
         f.debug_struct("EventArgs")
             .field("event_transport", &self.event_transport)
             .field("nats_url", &mask_url_password(&self.nats_url))
+            .field("nats_ca", &self.nats_ca)
             .field("nats_prefix", &self.nats_prefix)
             .field("nats_replica_consumer", &self.nats_replica_consumer)
             .finish()

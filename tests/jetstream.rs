@@ -55,6 +55,7 @@ async fn producer_with_events(
     let dir = std::env::temp_dir().join(format!("bookmesh-js-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).expect("dir");
     let settings = NatsSettings {
+        ca: None,
         url: std::env::var("BOOKMESH_TEST_NATS_URL")
             .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
@@ -167,6 +168,7 @@ async fn replicas_with_their_own_consumers_each_apply_every_event() {
     let mut replicas = Vec::new();
     for pod in ["bestbook-7d9f-a.x", "bestbook-7d9f-b"] {
         let settings = NatsSettings {
+            ca: None,
             replica: Some(pod.into()),
             ..shared.clone()
         };

@@ -33,8 +33,11 @@ use crate::readiness::Readiness;
 /// Where JetStream is and how streams are named.
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
-    /// The NATS server, `nats://host:port`.
+    /// The NATS server, `nats://host:port`, with this service's own user and password
+    /// (`nats://rental:…@host:port`) where the server checks them.
     pub url: String,
+    /// The authority the server's certificate must chain to; set, the connection must be TLS.
+    pub ca: Option<std::path::PathBuf>,
     /// Prefix of stream names and subjects; tests use a unique one each.
     pub prefix: String,
     /// Set when each replica keeps its own copy of the consumer's state (a read model in the
@@ -48,6 +51,7 @@ impl NatsSettings {
     pub fn from_args(args: &EventArgs) -> Option<Self> {
         (args.event_transport == EventTransport::Nats).then(|| Self {
             url: args.nats_url.clone(),
+            ca: args.nats_ca.clone(),
             prefix: args.nats_prefix.clone(),
             replica: args.nats_replica_consumer.clone(),
         })
@@ -90,11 +94,16 @@ async fn connect(
     stopping: &mut watch::Receiver<bool>,
 ) -> Option<jetstream::Context> {
     let mut backoff = Duration::from_millis(100);
+    let url = crate::config::mask_url_password(&settings.url);
     loop {
-        match async_nats::connect(settings.url.as_str()).await {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(ca) = &settings.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        match options.connect(settings.url.as_str()).await {
             Ok(client) => return Some(jetstream::new(client)),
             Err(error) => {
-                tracing::warn!(url = %settings.url, %error, retry_in = ?backoff, "cannot reach NATS");
+                tracing::warn!(%url, %error, retry_in = ?backoff, "cannot reach NATS");
             }
         }
         tokio::select! {
@@ -209,7 +218,9 @@ pub async fn run_consumer(
             return;
         }
         let messages = async {
-            let stream = ensure_stream(&js, &settings, &producer).await?;
+            // The producer creates its stream; a consumer may only read it (its NATS user has
+            // no right to create or change it), so it waits for it.
+            let stream = js.get_stream(settings.stream_name(&producer)).await?;
             let durable = stream
                 .get_or_create_consumer(
                     &durable_name,
@@ -267,6 +278,21 @@ pub async fn run_consumer(
                     continue;
                 }
             };
+            if event.producer != producer {
+                // Only the producer may publish on its subject (NATS permissions); an envelope
+                // that names another producer is refused, whoever got it there.
+                tracing::error!(
+                    %producer,
+                    claimed = %event.producer,
+                    event_id = %event.event_id,
+                    "an envelope on this stream claims another producer; refused"
+                );
+                crate::metrics::CONSUMER_EVENTS
+                    .with_label_values(&[processor.subscription().as_str(), "refused"])
+                    .inc();
+                let _ = message.ack().await;
+                continue;
+            }
             match processor.process(&event).await {
                 Ok(_) => {
                     if let Err(error) = message.ack().await {
