@@ -2,8 +2,10 @@
 # From nothing to a running, autoscaling bookmesh on kind (make kind-up):
 #   1. the cluster from k8s/kind/cluster.yaml (kept if it exists),
 #   2. metrics-server, patched for kind's self-signed kubelet certificates (HPAs need it),
-#   3. the images (make images) and `kind load` onto the nodes,
-#   4. the kind overlay, waiting until everything is available.
+#   3. cert-manager, which issues and renews the workload identities (k8s/base/pki),
+#   4. the images (make images) and `kind load` onto the nodes,
+#   5. the development token key (data/pki/jwt.pub, made if missing) as the Secret
+#      `token-keys`, and the kind overlay, waiting until everything is available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,8 @@ kubectl=${KUBECTL:-kubectl}
 docker=${DOCKER:-docker}
 cluster=${KIND_CLUSTER:-bookmesh}
 metrics_server=${METRICS_SERVER_VERSION:-v0.7.2}
+cert_manager=${CERT_MANAGER_VERSION:-v1.16.2}
+cargo=${CARGO:-cargo}
 # The kind overlay runs bookmesh/<name>:dev, whatever IMAGE_REPOSITORY/IMAGE_TAG say elsewhere.
 repository=bookmesh
 tag=dev
@@ -25,7 +29,7 @@ for tool in "$docker" "$kind" "$kubectl"; do
   }
 done
 
-step "1/4 kind cluster '$cluster'"
+step "1/5 kind cluster '$cluster'"
 if "$kind" get clusters | grep -qx "$cluster"; then
   echo "exists; reusing it"
 else
@@ -33,7 +37,7 @@ else
 fi
 "$kubectl" config use-context "kind-$cluster" >/dev/null
 
-step "2/4 metrics-server $metrics_server (the HPAs read CPU from it)"
+step "2/5 metrics-server $metrics_server (the HPAs read CPU from it)"
 "$kubectl" apply -f "https://github.com/kubernetes-sigs/metrics-server/releases/download/$metrics_server/components.yaml"
 # kind's kubelets serve self-signed certificates; metrics-server must not insist on verifying them.
 if ! "$kubectl" -n kube-system get deployment metrics-server \
@@ -43,11 +47,23 @@ if ! "$kubectl" -n kube-system get deployment metrics-server \
 fi
 "$kubectl" -n kube-system rollout status deployment/metrics-server --timeout=180s
 
-step "3/4 images ($repository/*:$tag) into the cluster's nodes"
+step "3/5 cert-manager $cert_manager (the workload identities)"
+"$kubectl" apply -f "https://github.com/cert-manager/cert-manager/releases/download/$cert_manager/cert-manager.yaml"
+for deployment in cert-manager cert-manager-cainjector cert-manager-webhook; do
+  "$kubectl" -n cert-manager rollout status "deployment/$deployment" --timeout=180s
+done
+
+step "4/5 images ($repository/*:$tag) into the cluster's nodes"
 IMAGE_REPOSITORY=$repository IMAGE_TAG=$tag scripts/build-images.sh
 for image in $images; do
   "$kind" load docker-image --name "$cluster" "$repository/${image%%:*}:$tag"
 done
 
-step "4/4 the kind overlay"
+step "5/5 the development token key and the kind overlay"
+# Users sign in with development tokens (make -s token ...) signed by the local key; the
+# services get its public half. A real cluster uses an identity provider (docs/security.md).
+"$cargo" run --quiet -p bookmesh-token -- --init-keys
+"$kubectl" create namespace bookmesh --dry-run=client -o yaml | "$kubectl" apply -f -
+"$kubectl" -n bookmesh create secret generic token-keys --from-file=jwt.pub=data/pki/jwt.pub \
+  --dry-run=client -o yaml | "$kubectl" apply -f -
 OVERLAY=kind scripts/deploy.sh

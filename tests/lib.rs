@@ -68,6 +68,21 @@ impl ServiceProcess {
         Self::start(name, command)
     }
 
+    /// Starts `program` (a path, or a name on PATH) with `args` and `env`: a server the tests
+    /// need besides the bookmesh binaries (nats-server, say).
+    pub fn spawn_program(
+        name: &str,
+        program: &str,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::start(name, command)
+    }
+
     /// Starts `binary` with `env` and nothing inherited from the test's environment (as a
     /// container starts: only PATH besides what its manifest sets).
     pub fn spawn_with_only(name: &str, binary: &str, env: &[(&str, String)]) -> Self {

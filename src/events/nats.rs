@@ -78,6 +78,18 @@ impl NatsSettings {
         }
     }
 
+    /// The user and password in the URL (`nats://user:password@host`, percent-encoded), if
+    /// any.
+    pub fn credentials(&self) -> Option<(String, String)> {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest);
+        let (credentials, _host) = rest.rsplit_once('@')?;
+        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+        (!user.is_empty()).then(|| (percent_decoded(user), percent_decoded(password)))
+    }
+
     /// The stream `producer` publishes to: `<PREFIX>_<PRODUCER>`.
     pub fn stream_name(&self, producer: &str) -> String {
         format!("{}_{}", self.prefix.to_uppercase(), producer.to_uppercase())
@@ -97,6 +109,14 @@ async fn connect(
     let url = crate::config::mask_url_password(&settings.url);
     loop {
         let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = settings.credentials() {
+            // async-nats does not send the URL's user and password itself.
+            options = options
+                .user_and_password(user.clone(), password)
+                // Replies (JetStream acknowledgements, the events a pull fetches) come back on
+                // an inbox only this user may read; the broker's permissions say so.
+                .custom_inbox_prefix(format!("_INBOX_{user}"));
+        }
         if let Some(ca) = &settings.ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
@@ -308,5 +328,58 @@ pub async fn run_consumer(
                 }
             }
         }
+    }
+}
+
+/// `text` with its `%XX` escapes decoded (what a URL's user and password may contain).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_credentials_come_from_the_url() {
+        let settings = |url: &str| NatsSettings {
+            url: url.into(),
+            ca: None,
+            prefix: "bookmesh".into(),
+            replica: None,
+        };
+        let pair = |user: &str, password: &str| Some((user.to_owned(), password.to_owned()));
+        assert_eq!(
+            settings("nats://book:secret@nats:4222").credentials(),
+            pair("book", "secret")
+        );
+        assert_eq!(settings("nats://nats:4222").credentials(), None);
+        assert_eq!(
+            settings("tls://rental@nats:4222").credentials(),
+            pair("rental", "")
+        );
+        assert_eq!(
+            settings("nats://member:p%40ss%3Aword@nats:4222").credentials(),
+            pair("member", "p@ss:word")
+        );
     }
 }

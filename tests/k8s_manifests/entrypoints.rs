@@ -4,9 +4,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bookmesh::testing::{Engine, TestDatabase, service_health_status};
+use bookmesh::testing::{Engine, TestDatabase, TestPki, connect_tls};
 use bookmesh_mesh_tests::{ServiceProcess, http_get};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{binary_of, cluster, container_env, services, url_hosts};
 
@@ -42,6 +44,8 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
         );
     }
     let hosts = tempfile_path("hosts");
+    let pki = TestPki::new();
+    let probe = pki.credentials("check");
     for deployment in services(&objects) {
         let container = &deployment.containers()[0];
         let pod_name = format!("{}-7c9f8d6b5-x2x9q", deployment.name);
@@ -85,8 +89,29 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         env.insert("BOOKMESH_DATA_DIR".into(), data_dir.display().to_string());
         env.insert("BOOKMESH_LOG_FORMAT".into(), "json".into());
-        // The manifests do not mount certificates yet.
-        env.insert("BOOKMESH_INSECURE_PLAINTEXT".into(), "true".into());
+        // The identity Secret cert-manager mounts, and the token keys, are a local PKI's files.
+        let mounted =
+            |key: &str, file: &str, env: &mut std::collections::BTreeMap<String, String>| {
+                let value = env
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{key} is set"));
+                assert!(
+                    value.starts_with("/var/run/bookmesh/"),
+                    "{key}={value}: read from a mounted Secret"
+                );
+                env.insert(key.into(), pki.dir().join(file).display().to_string());
+            };
+        let workload = deployment.spec["serviceAccountName"]
+            .as_str()
+            .expect("a ServiceAccount")
+            .to_owned();
+        mounted("BOOKMESH_TLS_CERT", &format!("{workload}.crt"), &mut env);
+        mounted("BOOKMESH_TLS_KEY", &format!("{workload}.key"), &mut env);
+        mounted("BOOKMESH_TLS_CA", "ca.crt", &mut env);
+        mounted("BOOKMESH_TOKEN_KEYS", "jwt.pub", &mut env);
+        // The local NATS speaks plaintext and ignores users.
+        env.remove("BOOKMESH_NATS_CA");
         let names: BTreeSet<String> = url_hosts(&env)
             .into_iter()
             .filter(|h| h.ends_with(".svc.cluster.local"))
@@ -108,9 +133,13 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
         let vars: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let process = ServiceProcess::spawn_with_only(&deployment.name, &binary, &vars);
         let url = format!("http://127.0.0.1:{grpc}");
+        let workload = deployment.spec["serviceAccountName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let serving = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
-                if service_health_status(&url, "").await == Some(ServingStatus::Serving) {
+                if tls_health(&url, &probe, &workload, "").await == Some(ServingStatus::Serving) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -125,7 +154,7 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
             );
         }
         assert_eq!(
-            service_health_status(&url, bookmesh::server::LIVENESS_NAME).await,
+            tls_health(&url, &probe, &workload, bookmesh::server::LIVENESS_NAME).await,
             Some(ServingStatus::Serving),
             "{}: liveness",
             deployment.id()
@@ -144,6 +173,25 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     let _ = std::fs::remove_file(&hosts);
+}
+
+/// The health status `service` reports, asked over mTLS as the `check` workload.
+async fn tls_health(
+    url: &str,
+    probe: &std::sync::Arc<bookmesh::identity::Credentials>,
+    workload: &str,
+    service: &str,
+) -> Option<ServingStatus> {
+    let channel = connect_tls(url, probe, workload).await.ok()?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).ok()
 }
 
 fn tempfile_path(what: &str) -> PathBuf {

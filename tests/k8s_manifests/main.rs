@@ -11,9 +11,12 @@
 
 mod autoscaling;
 mod configuration;
+mod databases;
 mod entrypoints;
 mod helpers;
+mod identities;
 mod images;
+mod nats_permissions;
 mod network_policies;
 mod pod_security;
 mod probes_and_draining;

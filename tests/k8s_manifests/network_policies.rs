@@ -11,8 +11,8 @@ use crate::helpers::{
 
 /// A pod as network policies see it.
 #[derive(Clone)]
-struct Peer {
-    id: String,
+pub(crate) struct Peer {
+    pub(crate) id: String,
     namespace_labels: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
     /// (name, number, protocol) of its container ports.
@@ -29,7 +29,7 @@ fn namespace_labels(objects: &[Value]) -> BTreeMap<String, String> {
     labels
 }
 
-fn peers(objects: &[Value]) -> Vec<Peer> {
+pub(crate) fn peers(objects: &[Value]) -> Vec<Peer> {
     let ns = namespace_labels(objects);
     workloads(objects)
         .iter()
@@ -115,7 +115,7 @@ fn policy_types(policy: &Value) -> Vec<String> {
 }
 
 /// Whether the policies let `source` open a connection to `destination` on `port`.
-fn connection_allowed(
+pub(crate) fn connection_allowed(
     policies: &[&Value],
     source: &Peer,
     destination: &Peer,
@@ -190,7 +190,9 @@ fn expected_callers(objects: &[Value], target: &Workload<'_>, port: u16) -> BTre
             })
             .collect()
     };
-    let target_secrets = if target.component() == "database" {
+    // A database's or the broker's callers hold its credentials (the Secret it is set up with);
+    // where the overlay keeps that Secret outside git (production), the URL is not readable.
+    let target_secrets = if matches!(target.component(), "database" | "event-broker") {
         secrets_of(target)
     } else {
         BTreeSet::new()
@@ -205,7 +207,10 @@ fn expected_callers(objects: &[Value], target: &Workload<'_>, port: u16) -> BTre
                     serving_names.contains(short)
                 })
             });
-            names_it || !secrets_of(w).is_disjoint(&target_secrets)
+            // Credentials are for the port its Services expose, not for every port it has.
+            let holds_credentials =
+                !serving_names.is_empty() && !secrets_of(w).is_disjoint(&target_secrets);
+            names_it || holds_credentials
         })
         .map(Workload::id)
         .collect()

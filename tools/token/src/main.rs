@@ -16,8 +16,13 @@ use clap::Parser;
 #[command(version, about)]
 struct Args {
     /// `member`, `librarian` or `admin`.
+    #[arg(long, required_unless_present = "init_keys")]
+    role: Option<String>,
+
+    /// Only make the development key pair (`jwt.key`, `jwt.pub`) if it is missing, and print
+    /// nothing (make kind-up hands the public half to the cluster).
     #[arg(long)]
-    role: String,
+    init_keys: bool,
 
     /// The token's subject: a member's id for `member` (required), a staff name otherwise.
     #[arg(long)]
@@ -38,13 +43,19 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let subject = match (args.role.as_str(), args.subject) {
+    if args.init_keys {
+        std::fs::create_dir_all(&args.pki_dir)?;
+        bookmesh::identity::pki::ensure_token_keys(&args.pki_dir)?;
+        return Ok(());
+    }
+    let role = args.role.unwrap_or_default();
+    let subject = match (role.as_str(), args.subject) {
         ("member", Some(member)) if !member.trim().is_empty() => member,
         ("member", _) => {
             bail!("a member token needs the member's id: ROLE=member MEMBER=<member_id>")
         }
         ("librarian" | "admin", Some(subject)) => subject,
-        ("librarian" | "admin", None) => format!("dev-{}", args.role),
+        ("librarian" | "admin", None) => format!("dev-{role}"),
         (other, _) => bail!("unknown role `{other}`: member, librarian or admin"),
     };
     let issuer = DevTokenIssuer::from_pki(
@@ -58,6 +69,6 @@ fn main() -> anyhow::Result<()> {
             args.pki_dir.display()
         )
     })?;
-    println!("{}", issuer.issue(&subject, &[&args.role], args.lifetime));
+    println!("{}", issuer.issue(&subject, &[&role], args.lifetime));
     Ok(())
 }

@@ -1,0 +1,315 @@
+//! The broker's users, as the manifests configure them (k8s/base/nats/nats.conf), on a real
+//! nats-server: each service can do its part of the event flow over TLS — the rental service
+//! publishes its events, the book service consumes them — and nothing more: it cannot publish
+//! on another producer's subject, create another producer's stream, read another service's
+//! consumer, or read another user's replies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bookmesh::events::consumer::{ConsumerConfig, EventHandler, HandlerError, Processor};
+use bookmesh::events::nats::{NatsSettings, run_consumer, run_publisher};
+use bookmesh::events::outbox::{Relay, append};
+use bookmesh::events::tables::CreateEventTables;
+use bookmesh::events::{Event, NewEvent};
+use bookmesh::identity::SpiffeId;
+use bookmesh::readiness::Readiness;
+use bookmesh::testing::{NAMESPACE, TRUST_DOMAIN, TestPki, eventually};
+use bookmesh_mesh_tests::ServiceProcess;
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm_migration::MigratorTrait;
+
+use crate::helpers::{cluster, container_env, kind, workloads};
+
+struct EventTables;
+
+impl MigratorTrait for EventTables {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        vec![Box::new(CreateEventTables)]
+    }
+}
+
+struct Counting(AtomicU32);
+
+impl EventHandler for Counting {
+    fn handle<'a>(
+        &'a self,
+        _txn: &'a DatabaseTransaction,
+        _event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+async fn database(dir: &std::path::Path, name: &str) -> DatabaseConnection {
+    let db = bookmesh::db::connect_lazy(&format!("sqlite://{}/{name}.db?mode=rwc", dir.display()))
+        .await
+        .expect("sqlite");
+    EventTables::up(&db, None).await.expect("migrate");
+    db
+}
+
+/// The NATS server of the kind overlay, started locally: its nats.conf as rendered, the
+/// certificate paths pointed at a local PKI's, its users' passwords from the rendered Secret.
+struct Broker {
+    url: String,
+    ca: std::path::PathBuf,
+    passwords: std::collections::BTreeMap<String, String>,
+    _process: ServiceProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    async fn start() -> Self {
+        let objects = cluster("kind");
+        let nats = workloads(&objects)
+            .into_iter()
+            .find(|w| w.kind == "StatefulSet" && w.name == "nats")
+            .expect("the nats StatefulSet");
+        let config_name = nats.spec["volumes"]
+            .as_array()
+            .and_then(|volumes| volumes.iter().find(|v| v["name"] == "config"))
+            .and_then(|v| v["configMap"]["name"].as_str())
+            .expect("a config volume")
+            .to_owned();
+        let config = objects
+            .iter()
+            .find(|o| kind(o) == "ConfigMap" && o["metadata"]["name"] == config_name.as_str())
+            .and_then(|map| map["data"]["nats.conf"].as_str())
+            .expect("nats.conf")
+            .to_owned();
+        let env = container_env(&objects, &nats.containers()[0], "nats-0");
+        let passwords = env
+            .iter()
+            .filter_map(|(key, value)| {
+                let user = key.strip_suffix("_PASSWORD")?.to_lowercase();
+                Some((user, value.clone()))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>();
+        assert!(
+            passwords.len() >= 4,
+            "a password per service: {passwords:?}"
+        );
+
+        let dir = tempfile::tempdir().expect("dir");
+        let pki = TestPki::new();
+        let issued = pki
+            .authority()
+            .issue(
+                &SpiffeId::new(TRUST_DOMAIN, NAMESPACE, "nats"),
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+                time::Duration::days(1),
+            )
+            .expect("nats certificate");
+        let (cert, key, ca) = (
+            dir.path().join("nats.crt"),
+            dir.path().join("nats.key"),
+            dir.path().join("ca.crt"),
+        );
+        std::fs::write(&cert, &issued.certificate_pem).expect("write");
+        std::fs::write(&key, &issued.key_pem).expect("write");
+        std::fs::copy(pki.dir().join("ca.crt"), &ca).expect("ca");
+        // Only what points at cluster infrastructure changes: the mounted certificate files.
+        let mut config = config;
+        for (mounted, local) in [
+            ("/var/run/bookmesh/identity/tls.crt", &cert),
+            ("/var/run/bookmesh/identity/tls.key", &key),
+            ("/var/run/bookmesh/identity/ca.crt", &ca),
+        ] {
+            assert!(config.contains(mounted), "nats.conf reads {mounted}");
+            config = config.replace(mounted, &local.display().to_string());
+        }
+        let config_path = dir.path().join("nats.conf");
+        std::fs::write(&config_path, config).expect("write");
+
+        let port = bookmesh_mesh_tests::free_port();
+        let store = dir.path().join("store");
+        let server = std::env::var("BOOKMESH_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        // The passwords, from the environment as in the pod.
+        let passwords_env: Vec<(&str, String)> = env
+            .iter()
+            .filter(|(key, _)| key.ends_with("_PASSWORD"))
+            .map(|(key, value)| (key.as_str(), value.clone()))
+            .collect();
+        let process = ServiceProcess::spawn_program(
+            "nats",
+            &server,
+            &[
+                "--config".into(),
+                config_path.display().to_string(),
+                "--addr".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string(),
+                "--jetstream".into(),
+                "--store_dir".into(),
+                store.display().to_string(),
+                "--http_port".into(),
+                "0".into(),
+            ],
+            &passwords_env,
+        );
+        let address = format!("127.0.0.1:{port}");
+        eventually("nats-server listening", Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Self {
+            url: format!("127.0.0.1:{port}"),
+            ca,
+            passwords,
+            _process: process,
+            _dir: dir,
+        }
+    }
+
+    /// What the server printed (permission violations among it).
+    fn log(&self) -> String {
+        self._process.lines().join("\n")
+    }
+
+    fn settings(&self, user: &str) -> NatsSettings {
+        NatsSettings {
+            url: format!("nats://{user}:{}@{}", self.passwords[user], self.url),
+            ca: Some(self.ca.clone()),
+            prefix: "bookmesh".into(),
+            replica: None,
+        }
+    }
+
+    async fn raw(&self, user: &str) -> async_nats::jetstream::Context {
+        let client = async_nats::ConnectOptions::new()
+            .add_root_certificates(self.ca.clone())
+            .require_tls(true)
+            .user_and_password(user.into(), self.passwords[user].clone())
+            .custom_inbox_prefix(format!("_INBOX_{user}"))
+            .connect(&self.url)
+            .await
+            .expect("connect");
+        let mut js = async_nats::jetstream::new(client);
+        js.set_timeout(Duration::from_secs(2));
+        js
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the rendered manifests and nats-server: make check-k8s"]
+async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let readiness = Readiness::new();
+    readiness.set_serving(true);
+
+    // rental publishes its events, as its relay and publisher do in the cluster.
+    let rental_db = database(dir.path(), "rental").await;
+    let relay = Relay::new("rental", rental_db.clone());
+    append(
+        &rental_db,
+        vec![NewEvent {
+            event_type: "test.Event".into(),
+            aggregate_id: "a".into(),
+            payload: vec![1],
+        }],
+    )
+    .await
+    .expect("append");
+    relay.publish_pending().await.expect("relay");
+    let publisher = tokio::spawn(run_publisher(
+        rental_db.clone(),
+        "rental",
+        broker.settings("rental"),
+        relay.published(),
+        readiness.clone(),
+    ));
+
+    // book consumes them through its own durable consumer.
+    let book_db = database(dir.path(), "book").await;
+    let handler = Arc::new(Counting(AtomicU32::new(0)));
+    let processor = Arc::new(Processor::new(
+        book_db,
+        ConsumerConfig::new("book", "rental"),
+        handler.clone(),
+    ));
+    let consumer = tokio::spawn(run_consumer(
+        processor,
+        broker.settings("book"),
+        "book".into(),
+        "rental".into(),
+        readiness.clone(),
+    ));
+    let applied = tokio::time::timeout(Duration::from_secs(30), async {
+        while handler.0.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        applied.is_ok(),
+        "book never applied rental's event; the broker said:\n{}",
+        broker.log()
+    );
+    publisher.abort();
+    consumer.abort();
+
+    let book = broker.raw("book").await;
+    // Not on another producer's subject...
+    let forged = async {
+        book.publish("bookmesh.rental.events", "forged".into())
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    }
+    .await;
+    assert!(forged.is_err(), "book published on rental's subject");
+    // ...nor another producer's stream...
+    let created = book
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "BOOKMESH_MEMBER".into(),
+            subjects: vec!["bookmesh.member.events".into()],
+            ..Default::default()
+        })
+        .await;
+    assert!(created.is_err(), "book created member's stream");
+    // ...nor another service's consumer of a stream it reads.
+    let stream = book
+        .get_stream("BOOKMESH_RENTAL")
+        .await
+        .expect("book reads rental's stream");
+    let stolen = stream
+        .get_or_create_consumer(
+            "member",
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("member".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(stolen.is_err(), "book attached to member's consumer");
+    // And rental, which consumes book's events, cannot publish them either.
+    let rental = broker.raw("rental").await;
+    let forged = async {
+        rental
+            .publish("bookmesh.book.events", "forged".into())
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    }
+    .await;
+    assert!(forged.is_err(), "rental published on book's subject");
+    // A user that is not in nats.conf does not get in.
+    let stranger = async_nats::ConnectOptions::new()
+        .add_root_certificates(broker.ca.clone())
+        .require_tls(true)
+        .user_and_password("stranger".into(), "guess".into())
+        .connect(&broker.url)
+        .await;
+    assert!(stranger.is_err(), "an unknown user connected");
+}
