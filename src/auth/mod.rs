@@ -171,3 +171,49 @@ pub fn current_user() -> Option<Arc<str>> {
 
 /// The metadata key naming the end user a service-to-service call is made for.
 pub const ON_BEHALF_OF_HEADER: &str = "x-bookmesh-on-behalf-of";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_real_rpcs_are_known_so_metric_labels_stay_bounded() {
+        assert!(is_known("bookmesh.rental.v1.RentalService/RentBook"));
+        assert!(is_known("bookmesh.rental.v1.RentalService"));
+        assert!(is_known("grpc.health.v1.Health/Check"));
+        assert!(!is_known("bookmesh.rental.v1.RentalService/DropAllTables"));
+        assert!(!is_known("made.up.Service/Anything"));
+    }
+
+    #[test]
+    fn a_request_field_is_read_by_name() {
+        let request =
+            prost::Message::encode_to_vec(&crate::proto::rental::v1::GetRentalCardRequest {
+                member_id: "m-1".into(),
+            });
+        assert_eq!(
+            request_field(
+                "bookmesh.rental.v1.RentalService/GetRentalCard",
+                "member_id",
+                &request
+            ),
+            Some("m-1".into())
+        );
+        assert_eq!(
+            request_field(
+                "bookmesh.rental.v1.RentalService/GetRentalCard",
+                "book_id",
+                &request
+            ),
+            None
+        );
+        assert_eq!(
+            request_field(
+                "bookmesh.rental.v1.RentalService/GetRentalCard",
+                "member_id",
+                b"\xff"
+            ),
+            None
+        );
+    }
+}

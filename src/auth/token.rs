@@ -371,20 +371,68 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_jwks_document_is_accepted_as_keys() {
+    /// A JWKS document for the test key pair in `dir`.
+    fn jwks(dir: &Path) -> String {
         use base64::Engine as _;
         use rustls::pki_types::pem::PemObject as _;
-        let (dir, _, issuer) = keys();
-        let pem = std::fs::read(dir.path().join("jwt.pub")).expect("key");
+        let pem = std::fs::read(dir.join("jwt.pub")).expect("key");
         let spki = rustls::pki_types::SubjectPublicKeyInfoDer::from_pem_slice(&pem).expect("spki");
         // An Ed25519 SubjectPublicKeyInfo ends with the 32-byte public key.
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&spki[spki.len() - 32..]);
-        let set = serde_json::json!({ "keys": [
+        serde_json::json!({ "keys": [
             { "kty": "OKP", "crv": "Ed25519", "x": x, "alg": "EdDSA", "kid": "bookmesh-dev", "use": "sig" }
         ] })
-        .to_string();
-        let keys = parse_keys(set.as_bytes()).expect("jwks");
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_from_a_jwks_url() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (dir, _, issuer) = keys();
+        let body = jwks(dir.path());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        // An identity provider's jwks_uri, as plain HTTP/1.1.
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        let verifier = TokenVerifier::from_jwks_url(
+            &format!("http://{address}/realms/bookmesh/certs"),
+            Duration::from_secs(600),
+            "bookmesh-dev",
+            "bookmesh",
+        )
+        .await
+        .expect("keys fetched");
+        let token = issuer.issue("librarian-1", &["librarian"], 60);
+        assert_eq!(
+            verifier.verify(&format!("Bearer {token}")).map(|c| c.roles),
+            Ok(vec!["librarian".to_owned()])
+        );
+        let unreachable = TokenVerifier::from_jwks_url(
+            "http://127.0.0.1:1/certs",
+            Duration::from_secs(600),
+            "i",
+            "a",
+        )
+        .await;
+        assert!(unreachable.is_err(), "no keys, no verifier");
+    }
+
+    #[test]
+    fn a_jwks_document_is_accepted_as_keys() {
+        let (dir, _, issuer) = keys();
+        let keys = parse_keys(jwks(dir.path()).as_bytes()).expect("jwks");
         let verifier = TokenVerifier::with_keys(keys, "bookmesh-dev", "bookmesh");
         let token = issuer.issue("librarian-1", &["librarian"], 60);
         assert!(verifier.verify(&format!("Bearer {token}")).is_ok());

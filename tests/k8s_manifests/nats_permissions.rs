@@ -23,6 +23,12 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::helpers::{cluster, container_env, kind, workloads};
 
+/// The envelope as the publisher encodes it.
+fn bookmesh_encode(event: &Event) -> Vec<u8> {
+    use prost::Message as _;
+    event.encode_to_vec()
+}
+
 struct EventTables;
 
 impl MigratorTrait for EventTables {
@@ -256,10 +262,50 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         "book never applied rental's event; the broker said:\n{}",
         broker.log()
     );
+    // An envelope on rental's stream that claims another producer is refused, not applied.
+    let rental = broker.raw("rental").await;
+    let forged = Event {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: "test.Event".into(),
+        producer: "member".into(),
+        sequence: 99,
+        ..Event::default()
+    };
+    rental
+        .publish("bookmesh.rental.events", bookmesh_encode(&forged).into())
+        .await
+        .expect("rental publishes on its own subject")
+        .await
+        .expect("stored");
+    let book = broker.raw("book").await;
+    let stream = book
+        .get_stream("BOOKMESH_RENTAL")
+        .await
+        .expect("book reads rental's stream");
+    eventually(
+        "book's consumer acknowledged the forged envelope",
+        Duration::from_secs(30),
+        || {
+            let stream = stream.clone();
+            async move {
+                let mut consumer = stream
+                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>("book")
+                    .await
+                    .ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.ack_floor.stream_sequence >= 2).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        handler.0.load(Ordering::SeqCst),
+        1,
+        "the forged envelope was applied"
+    );
     publisher.abort();
     consumer.abort();
 
-    let book = broker.raw("book").await;
     // Not on another producer's subject...
     let forged = async {
         book.publish("bookmesh.rental.events", "forged".into())
@@ -279,10 +325,6 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         .await;
     assert!(created.is_err(), "book created member's stream");
     // ...nor another service's consumer of a stream it reads.
-    let stream = book
-        .get_stream("BOOKMESH_RENTAL")
-        .await
-        .expect("book reads rental's stream");
     let stolen = stream
         .get_or_create_consumer(
             "member",
@@ -294,7 +336,6 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         .await;
     assert!(stolen.is_err(), "book attached to member's consumer");
     // And rental, which consumes book's events, cannot publish them either.
-    let rental = broker.raw("rental").await;
     let forged = async {
         rental
             .publish("bookmesh.book.events", "forged".into())
