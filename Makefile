@@ -74,6 +74,11 @@ token: ## Print a development token: ROLE=librarian|admin, or ROLE=member MEMBER
 check: ## Check that the running mesh (make run) is consistent once the sagas settle
 	$(CARGO) run --quiet -p bookmesh-check --
 
+.PHONY: bench-security
+bench-security: ## What mTLS and authorization cost GetBook against plaintext, on release builds (docs/security.md)
+	$(CARGO) build --release -p book-service -p bookmesh-bench
+	target/release/bookmesh-bench security --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),5)
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

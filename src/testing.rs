@@ -423,3 +423,17 @@ pub fn test_token(pki: &TestPki, subject: &str, roles: &[&str], lifetime: i64) -
     .expect("token key")
     .issue(subject, roles, lifetime)
 }
+
+/// A valid registration of a book called `title`: what a test needs when the book itself is
+/// not what it is about.
+pub fn a_book(title: impl Into<String>) -> crate::proto::book::v1::RegisterBookRequest {
+    crate::proto::book::v1::RegisterBookRequest {
+        title: title.into(),
+        author: "Frank Herbert".into(),
+        isbn: "9780441013593".into(),
+        publisher: "Ace".into(),
+        published_on: "1965-08-01".into(),
+        classification: "Fiction".into(),
+        location: "Shelf 1".into(),
+    }
+}

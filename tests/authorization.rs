@@ -9,7 +9,7 @@ use std::time::Duration;
 use bookmesh::proto::bestbook::v1::best_book_service_client::BestBookServiceClient;
 use bookmesh::proto::bestbook::v1::{GetBestBooksRequest, GetBookStatsRequest};
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
-use bookmesh::proto::book::v1::{GetBookRequest, ListBooksRequest, RegisterBookRequest};
+use bookmesh::proto::book::v1::{GetBookRequest, ListBooksRequest};
 use bookmesh::proto::events::v1::dead_letter_service_client::DeadLetterServiceClient;
 use bookmesh::proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use bookmesh::proto::events::v1::{
@@ -182,7 +182,7 @@ impl Mesh {
             }
         }
         mesh.book_id = BookServiceClient::new(mesh.channel("book", None).await)
-            .register_book(with(new_book(), &librarian))
+            .register_book(with(bookmesh::testing::a_book("Dune"), &librarian))
             .await
             .expect("a librarian registers books")
             .into_inner()
@@ -260,18 +260,6 @@ fn with<T>(message: T, token: &Option<String>) -> Request<T> {
     request
 }
 
-fn new_book() -> RegisterBookRequest {
-    RegisterBookRequest {
-        title: "Dune".into(),
-        author: "Frank Herbert".into(),
-        isbn: "9780441013593".into(),
-        publisher: "Ace".into(),
-        published_on: "1965-08-01".into(),
-        classification: "Fiction".into(),
-        location: "Shelf 1".into(),
-    }
-}
-
 fn code<T>(result: Result<T, Status>) -> (Code, Option<String>) {
     match result {
         Ok(_) => (Code::Ok, None),
@@ -328,7 +316,7 @@ async fn call(
         ),
         "RegisterBook" => code(
             BookServiceClient::new(channel)
-                .register_book(with(new_book(), token))
+                .register_book(with(bookmesh::testing::a_book("Dune"), token))
                 .await,
         ),
         "GetBook" => code(

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bookmesh::identity::pki::Authority;
 use bookmesh::identity::{CredentialFiles, Credentials, SpiffeId};
-use bookmesh::proto::book::v1::RegisterBookRequest;
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::member::v1::RegisterMemberRequest;
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
@@ -127,15 +126,7 @@ async fn the_mesh_runs_on_mtls_and_a_plaintext_caller_is_refused() {
     .member_id;
     let book_id =
         BookServiceClient::new(connect_tls(&book_url, &caller, "book").await.expect("book"))
-            .register_book(RegisterBookRequest {
-                title: "Dune".into(),
-                author: "Frank Herbert".into(),
-                isbn: "9780441013593".into(),
-                publisher: "Ace".into(),
-                published_on: "1965-08-01".into(),
-                classification: "Fiction".into(),
-                location: "Shelf 1".into(),
-            })
+            .register_book(bookmesh::testing::a_book("Dune"))
             .await
             .expect("register book")
             .into_inner()

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use bookmesh::proto::book::v1::RegisterBookRequest;
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::member::v1::RegisterMemberRequest;
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
@@ -184,15 +183,7 @@ async fn randomized_rentals_with_crashes_end_consistent() {
     for i in 0..5 {
         books.push(
             book_client
-                .register_book(RegisterBookRequest {
-                    title: format!("Copy {i}"),
-                    author: "A".into(),
-                    isbn: "9780306406157".into(),
-                    publisher: "P".into(),
-                    published_on: "2020-01-01".into(),
-                    classification: "C".into(),
-                    location: "L".into(),
-                })
+                .register_book(bookmesh::testing::a_book(format!("Copy {i}")))
                 .await
                 .expect("register book")
                 .into_inner()
@@ -264,15 +255,7 @@ async fn randomized_rentals_with_crashes_end_consistent() {
     .await
     .expect("book db");
     let free_book = book_client
-        .register_book(RegisterBookRequest {
-            title: "Never rented".into(),
-            author: "A".into(),
-            isbn: "9780306406157".into(),
-            publisher: "P".into(),
-            published_on: "2020-01-01".into(),
-            classification: "C".into(),
-            location: "L".into(),
-        })
+        .register_book(bookmesh::testing::a_book("Never rented"))
         .await
         .expect("register book")
         .into_inner()

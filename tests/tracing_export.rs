@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bookmesh::proto::book::v1::RegisterBookRequest;
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::member::v1::RegisterMemberRequest;
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
@@ -134,15 +133,7 @@ async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
             .expect("member")
             .member_id;
     let book_id = BookServiceClient::new(connect(&format!("http://{book}")).await.expect("book"))
-        .register_book(RegisterBookRequest {
-            title: "Traced".into(),
-            author: "A".into(),
-            isbn: "9780306406157".into(),
-            publisher: "P".into(),
-            published_on: "2020-01-01".into(),
-            classification: "C".into(),
-            location: "L".into(),
-        })
+        .register_book(bookmesh::testing::a_book("Traced"))
         .await
         .expect("register book")
         .into_inner()

@@ -89,7 +89,14 @@ pub struct TokenVerifier {
     keys: RwLock<Arc<Vec<Key>>>,
     issuer: String,
     audience: String,
+    /// Tokens already verified, with their claims and expiry: a client sends the same token
+    /// on every call, and a signature check costs more than the call. Keyed by the whole
+    /// token (no hash that a forgery could collide with), bounded, emptied when keys change.
+    verified: std::sync::Mutex<std::collections::HashMap<String, (Claims, u64)>>,
 }
+
+/// Tokens remembered as verified; beyond this, the oldest are forgotten first.
+const VERIFIED_TOKENS: usize = 1024;
 
 /// Clock skew tolerated between issuer and server.
 const LEEWAY_SECONDS: u64 = 30;
@@ -128,6 +135,8 @@ impl TokenVerifier {
                             .keys
                             .write()
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                        // A key the provider withdrew must not keep its tokens valid.
+                        verifier.forget_verified();
                     }
                     Err(error) => {
                         tracing::warn!(%error, "token keys not refreshed; keeping the last ones");
@@ -143,7 +152,39 @@ impl TokenVerifier {
             keys: RwLock::new(Arc::new(keys)),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    fn verified(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Claims, u64)>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn forget_verified(&self) {
+        self.verified().clear();
+    }
+
+    /// The claims of a token verified before and not expired since.
+    fn remembered(&self, token: &str, now: u64) -> Option<Claims> {
+        let verified = self.verified();
+        let (claims, expires) = verified.get(token)?;
+        (now <= expires.saturating_add(LEEWAY_SECONDS)).then(|| claims.clone())
+    }
+
+    fn remember(&self, token: &str, claims: &Claims, expires: u64, now: u64) {
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_TOKENS {
+            // Expired ones first; if none, all of them: the cache refills from the next calls.
+            verified.retain(|_, (_, expires)| now <= expires.saturating_add(LEEWAY_SECONDS));
+            if verified.len() >= VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_owned(), (claims.clone(), expires));
     }
 
     /// The claims of `authorization` (`Bearer <JWT>`), or why it is refused.
@@ -154,6 +195,10 @@ impl TokenVerifier {
             .map(str::trim)
             .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_BYTES)
             .ok_or(TokenRefusal::Malformed)?;
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+        if let Some(claims) = self.remembered(token, now) {
+            return Ok(claims);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRefusal::Malformed)?;
         let keys = self
             .keys
@@ -173,10 +218,12 @@ impl TokenVerifier {
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             match jsonwebtoken::decode::<RawClaims>(token, &key.key, &validation) {
                 Ok(data) => {
-                    return Ok(Claims {
+                    let claims = Claims {
                         subject: data.claims.sub,
                         roles: data.claims.roles,
-                    });
+                    };
+                    self.remember(token, &claims, data.claims.exp, now);
+                    return Ok(claims);
                 }
                 Err(error) => {
                     refusal = match error.kind() {
@@ -337,6 +384,34 @@ mod tests {
                 roles: vec!["member".into()]
             })
         );
+    }
+
+    #[test]
+    fn a_remembered_token_stays_valid_only_until_it_expires() {
+        let (_dir, verifier, issuer) = keys();
+        let token = issuer.issue("m-1", &["member"], 300);
+        let header = format!("Bearer {token}");
+        assert!(verifier.verify(&header).is_ok());
+        assert!(
+            verifier.remembered(&token, 0).is_some(),
+            "remembered after one check"
+        );
+        let far_future = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default() + 3600;
+        assert_eq!(
+            verifier.remembered(&token, far_future),
+            None,
+            "not past its expiry"
+        );
+        // A token that differs in one character is checked, not matched.
+        let mut forged = token.clone();
+        forged.pop();
+        forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(verifier.verify(&format!("Bearer {forged}")).is_err());
+        for n in 0..VERIFIED_TOKENS + 10 {
+            let other = issuer.issue(&format!("m-{n}"), &["member"], 300);
+            assert!(verifier.verify(&format!("Bearer {other}")).is_ok());
+        }
+        assert!(verifier.verified().len() <= VERIFIED_TOKENS, "bounded");
     }
 
     #[test]

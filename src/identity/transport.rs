@@ -3,7 +3,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -11,10 +13,14 @@ use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
+
+use super::SpiffeId;
+use super::tls::spiffe_id_of;
 
 /// A handshake that takes longer than this is dropped: a client that connects and says
 /// nothing must not hold a slot.
@@ -22,8 +28,86 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 256;
 
-/// A server connection after its TLS handshake.
-pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
+/// A server connection after its TLS handshake, with the peer it proved to be.
+pub struct ServerStream {
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+/// Who is on the other end of a server connection. Read once, after the handshake, so no
+/// call parses a certificate: every request on the connection carries a copy in its
+/// extensions.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The SPIFFE ID of the client's certificate, of any trust domain (the caller decides
+    /// which it trusts); none if it has no valid one.
+    pub workload: Option<SpiffeId>,
+}
+
+impl ServerStream {
+    fn new(tls: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        let (tcp, session) = tls.get_ref();
+        let workload = session
+            .peer_certificates()
+            .and_then(|certificates| certificates.first())
+            .and_then(spiffe_id_of);
+        let peer = PeerInfo {
+            remote_addr: tcp.peer_addr().ok(),
+            workload,
+        };
+        Self { tls, peer }
+    }
+}
+
+impl tonic::transport::server::Connected for ServerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tls).poll_shutdown(cx)
+    }
+}
 
 /// The connections of `tcp`, each after a successful TLS handshake with `config`. Handshakes
 /// run concurrently (bounded, each with a timeout), so one slow client delays nobody; a
@@ -59,7 +143,7 @@ pub fn tls_incoming(
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
                         drop(permit);
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(ServerStream::new(tls))).await;
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(?peer, %error, "TLS handshake failed");

@@ -13,13 +13,13 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full, Limited};
 use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::auth::{Authorizer, Caller, Decision, ON_BEHALF_OF_HEADER};
 use crate::identity::SpiffeId;
-use crate::identity::tls::spiffe_id_of;
+use crate::identity::transport::PeerInfo;
 
 /// Enforces the policy of `authorizer`; passes everything in the development mode (none).
 #[derive(Clone)]
@@ -176,9 +176,8 @@ fn identify(
 ) -> Result<Caller, &'static str> {
     let workload = request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(TlsConnectInfo::peer_certs)
-        .and_then(|certificates| spiffe_id_of(certificates.first()?))
+        .get::<PeerInfo>()
+        .and_then(|peer| peer.workload.as_ref())
         .filter(|id| id.trust_domain() == own.trust_domain() && id.namespace() == own.namespace())
         .map(|id| id.service_account().to_owned());
     let user = match request.headers().get(http::header::AUTHORIZATION) {
@@ -245,8 +244,8 @@ fn refuse(
         .inc();
     let peer = request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|info| info.get_ref().remote_addr())
+        .get::<PeerInfo>()
+        .and_then(|peer| peer.remote_addr)
         .or_else(|| {
             request
                 .extensions()

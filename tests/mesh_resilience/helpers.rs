@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bookmesh::proto::book::v1::RegisterBookRequest;
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
 use bookmesh::proto::member::v1::member_service_server::{MemberService, MemberServiceServer};
@@ -106,15 +105,7 @@ pub async fn register_books(url: &str, n: usize) -> Vec<String> {
     for i in 0..n {
         books.push(
             client
-                .register_book(RegisterBookRequest {
-                    title: format!("Book {i}"),
-                    author: "A".into(),
-                    isbn: "9780306406157".into(),
-                    publisher: "P".into(),
-                    published_on: "2020-01-01".into(),
-                    classification: "C".into(),
-                    location: "L".into(),
-                })
+                .register_book(bookmesh::testing::a_book(format!("Book {i}")))
                 .await
                 .expect("register book")
                 .into_inner()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bookmesh::config::EventArgs;
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
-use bookmesh::proto::book::v1::{BookStatus, GetBookRequest, RegisterBookRequest};
+use bookmesh::proto::book::v1::{BookStatus, GetBookRequest};
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
 use bookmesh::proto::member::v1::{GetMemberRequest, RegisterMemberRequest};
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
@@ -104,15 +104,7 @@ impl Mesh {
 
     pub async fn book(&mut self, title: &str) -> String {
         self.books
-            .register_book(RegisterBookRequest {
-                title: title.into(),
-                author: "Frank Herbert".into(),
-                isbn: "9780441013593".into(),
-                publisher: "Ace".into(),
-                published_on: "1965-08-01".into(),
-                classification: "Fiction".into(),
-                location: "Shelf 1".into(),
-            })
+            .register_book(bookmesh::testing::a_book(title))
             .await
             .expect("register book")
             .into_inner()
