@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 
-use super::SpiffeId;
+use super::spiffe::SpiffeId;
 use super::tls::spiffe_id_of;
 
 /// A handshake that takes longer than this is dropped: a client that connects and says
