@@ -77,7 +77,7 @@ check: ## Check that the running mesh (make run) is consistent once the sagas se
 .PHONY: bench-security
 bench-security: ## What mTLS and authorization cost GetBook against plaintext, on release builds (docs/security.md)
 	$(CARGO) build --release -p book-service -p bookmesh-bench
-	target/release/bookmesh-bench security --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),5)
+	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" security --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),5)
 
 .PHONY: fmt
 fmt: ## Format the code
