@@ -4,6 +4,7 @@
 //! on another producer's subject, create another producer's stream, read another service's
 //! consumer, or read another user's replies.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use bookmesh::identity::SpiffeId;
 use bookmesh::readiness::Readiness;
 use bookmesh::testing::{NAMESPACE, TRUST_DOMAIN, TestPki, eventually};
 use bookmesh_mesh_tests::ServiceProcess;
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use sea_orm_migration::MigratorTrait;
@@ -64,6 +66,8 @@ async fn database(dir: &std::path::Path, name: &str) -> DatabaseConnection {
 /// certificate paths pointed at a local PKI's, its users' passwords from the rendered Secret.
 struct Broker {
     url: String,
+    /// The rendered nats.conf, as the server runs it.
+    config: String,
     ca: std::path::PathBuf,
     passwords: std::collections::BTreeMap<String, String>,
     _process: ServiceProcess,
@@ -131,7 +135,7 @@ impl Broker {
             config = config.replace(mounted, &local.display().to_string());
         }
         let config_path = dir.path().join("nats.conf");
-        std::fs::write(&config_path, config).expect("write");
+        std::fs::write(&config_path, &config).expect("write");
 
         let port = bookmesh_mesh_tests::free_port();
         let store = dir.path().join("store");
@@ -170,6 +174,7 @@ impl Broker {
         .await;
         Self {
             url: format!("127.0.0.1:{port}"),
+            config,
             ca,
             passwords,
             _process: process,
@@ -303,8 +308,123 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         1,
         "the forged envelope was applied"
     );
+
+    // From here on nobody consumes: what is left in a consumer stays there to be stolen.
     publisher.abort();
     consumer.abort();
+    let _ = consumer.await;
+    rental
+        .publish("bookmesh.rental.events", "one more".into())
+        .await
+        .expect("rental publishes")
+        .await
+        .expect("stored");
+
+    // The best-seller service names its consumers after its pods, so it may make any consumer
+    // of rental's stream and pull from it...
+    let bestbook = broker.raw("bestbook").await;
+    let bestbook_stream = bestbook
+        .get_stream("BOOKMESH_RENTAL")
+        .await
+        .expect("bestbook reads rental's stream");
+    let own = bestbook_stream
+        .get_or_create_consumer(
+            "bestbook-pod-a",
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("bestbook-pod-a".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("bestbook makes its pod's consumer");
+    let pulled = own
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch")
+        .next()
+        .await;
+    assert!(
+        matches!(pulled, Some(Ok(_))),
+        "bestbook pulls from its own consumer"
+    );
+    // A pull as the client library makes it, by hand, so that nothing but the permission is
+    // in the way: the request on MSG.NEXT with a reply inbox, on which a pulled event arrives
+    // (under its stream subject, which is why core `request` cannot be used here).
+    let pull_next = |consumer: &str| {
+        let client = bestbook.client();
+        let subject = format!("$JS.API.CONSUMER.MSG.NEXT.BOOKMESH_RENTAL.{consumer}");
+        async move {
+            let inbox = client.new_inbox();
+            let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
+            // A denied publish is dropped by the server (and logged): nothing comes back.
+            let sent = client
+                .publish_with_reply(subject, inbox, r#"{"batch":1,"expires":1000000000}"#.into())
+                .await
+                .is_ok()
+                && client.flush().await.is_ok();
+            let answer = tokio::time::timeout(Duration::from_secs(3), replies.next()).await;
+            // A pulled event has a payload and no status; a 404 or 408 is no event.
+            sent && matches!(answer, Ok(Some(message)) if message.status.is_none() && !message.payload.is_empty())
+        }
+    };
+    assert!(
+        pull_next("bestbook-pod-a").await,
+        "a raw pull from bestbook's own consumer works (the control for the next check); the broker said:\n{}",
+        broker.log()
+    );
+    // ...but not any other service's consumer of that stream: every durable consumer that
+    // nats.conf gives another user there is denied to it by name.
+    let others: BTreeSet<&str> = broker
+        .config
+        .split("\"$JS.API.CONSUMER.DURABLE.CREATE.BOOKMESH_RENTAL.")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|name| *name != "*")
+        .collect();
+    assert!(
+        others.contains("book") && others.contains("member"),
+        "book and member consume rental's events: {others:?}"
+    );
+    for other in &others {
+        broker
+            .raw(other)
+            .await
+            .get_stream("BOOKMESH_RENTAL")
+            .await
+            .expect("its stream")
+            .get_or_create_consumer(
+                other,
+                async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some((*other).into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{other} makes its own consumer: {e}"))
+            .info()
+            .await
+            .map(|info| {
+                assert!(
+                    info.num_pending > 0,
+                    "{other}'s consumer has an event to steal"
+                )
+            })
+            .expect("its consumer's info");
+        assert!(
+            bestbook_stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(other)
+                .await
+                .is_err(),
+            "bestbook read {other}'s consumer"
+        );
+        assert!(
+            !pull_next(other).await,
+            "bestbook pulled from {other}'s consumer"
+        );
+    }
 
     // Not on another producer's subject...
     let forged = async {
