@@ -16,6 +16,7 @@ mod entrypoints;
 mod helpers;
 mod identities;
 mod images;
+mod nats_broker;
 mod nats_permissions;
 mod network_policies;
 mod pod_security;

@@ -9,21 +9,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::Info as ConsumerInfo;
 use bookmesh::events::consumer::{ConsumerConfig, EventHandler, HandlerError, Processor};
-use bookmesh::events::nats::{NatsSettings, run_consumer, run_publisher};
+use bookmesh::events::nats::{run_consumer, run_publisher};
 use bookmesh::events::outbox::{Relay, append};
 use bookmesh::events::tables::CreateEventTables;
 use bookmesh::events::{Event, NewEvent};
-use bookmesh::identity::SpiffeId;
 use bookmesh::readiness::Readiness;
-use bookmesh::testing::{NAMESPACE, TRUST_DOMAIN, TestPki, eventually};
-use bookmesh_mesh_tests::ServiceProcess;
+use bookmesh::testing::eventually;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use sea_orm_migration::MigratorTrait;
 
-use crate::helpers::{cluster, container_env, kind, workloads};
+use crate::nats_broker::Broker;
 
 /// The envelope as the publisher encodes it.
 fn bookmesh_encode(event: &Event) -> Vec<u8> {
@@ -60,155 +59,6 @@ async fn database(dir: &std::path::Path, name: &str) -> DatabaseConnection {
         .expect("sqlite");
     EventTables::up(&db, None).await.expect("migrate");
     db
-}
-
-/// The NATS server of the kind overlay, started locally: its nats.conf as rendered, the
-/// certificate paths pointed at a local PKI's, its users' passwords from the rendered Secret.
-struct Broker {
-    url: String,
-    /// The rendered nats.conf, as the server runs it.
-    config: String,
-    ca: std::path::PathBuf,
-    passwords: std::collections::BTreeMap<String, String>,
-    _process: ServiceProcess,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    async fn start() -> Self {
-        let objects = cluster("kind");
-        let nats = workloads(&objects)
-            .into_iter()
-            .find(|w| w.kind == "StatefulSet" && w.name == "nats")
-            .expect("the nats StatefulSet");
-        let config_name = nats.spec["volumes"]
-            .as_array()
-            .and_then(|volumes| volumes.iter().find(|v| v["name"] == "config"))
-            .and_then(|v| v["configMap"]["name"].as_str())
-            .expect("a config volume")
-            .to_owned();
-        let config = objects
-            .iter()
-            .find(|o| kind(o) == "ConfigMap" && o["metadata"]["name"] == config_name.as_str())
-            .and_then(|map| map["data"]["nats.conf"].as_str())
-            .expect("nats.conf")
-            .to_owned();
-        let env = container_env(&objects, &nats.containers()[0], "nats-0");
-        let passwords = env
-            .iter()
-            .filter_map(|(key, value)| {
-                let user = key.strip_suffix("_PASSWORD")?.to_lowercase();
-                Some((user, value.clone()))
-            })
-            .collect::<std::collections::BTreeMap<_, _>>();
-        assert!(
-            passwords.len() >= 4,
-            "a password per service: {passwords:?}"
-        );
-
-        let dir = tempfile::tempdir().expect("dir");
-        let pki = TestPki::new();
-        let issued = pki
-            .authority()
-            .issue(
-                &SpiffeId::new(TRUST_DOMAIN, NAMESPACE, "nats"),
-                time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
-                time::Duration::days(1),
-            )
-            .expect("nats certificate");
-        let (cert, key, ca) = (
-            dir.path().join("nats.crt"),
-            dir.path().join("nats.key"),
-            dir.path().join("ca.crt"),
-        );
-        std::fs::write(&cert, &issued.certificate_pem).expect("write");
-        std::fs::write(&key, &issued.key_pem).expect("write");
-        std::fs::copy(pki.dir().join("ca.crt"), &ca).expect("ca");
-        // Only what points at cluster infrastructure changes: the mounted certificate files.
-        let mut config = config;
-        for (mounted, local) in [
-            ("/var/run/bookmesh/identity/tls.crt", &cert),
-            ("/var/run/bookmesh/identity/tls.key", &key),
-            ("/var/run/bookmesh/identity/ca.crt", &ca),
-        ] {
-            assert!(config.contains(mounted), "nats.conf reads {mounted}");
-            config = config.replace(mounted, &local.display().to_string());
-        }
-        let config_path = dir.path().join("nats.conf");
-        std::fs::write(&config_path, &config).expect("write");
-
-        let port = bookmesh_mesh_tests::free_port();
-        let store = dir.path().join("store");
-        let server = std::env::var("BOOKMESH_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        // The passwords, from the environment as in the pod.
-        let passwords_env: Vec<(&str, String)> = env
-            .iter()
-            .filter(|(key, _)| key.ends_with("_PASSWORD"))
-            .map(|(key, value)| (key.as_str(), value.clone()))
-            .collect();
-        let process = ServiceProcess::spawn_program(
-            "nats",
-            &server,
-            &[
-                "--config".into(),
-                config_path.display().to_string(),
-                "--addr".into(),
-                "127.0.0.1".into(),
-                "--port".into(),
-                port.to_string(),
-                "--jetstream".into(),
-                "--store_dir".into(),
-                store.display().to_string(),
-                "--http_port".into(),
-                "0".into(),
-            ],
-            &passwords_env,
-        );
-        let address = format!("127.0.0.1:{port}");
-        eventually("nats-server listening", Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(&address)
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        Self {
-            url: format!("127.0.0.1:{port}"),
-            config,
-            ca,
-            passwords,
-            _process: process,
-            _dir: dir,
-        }
-    }
-
-    /// What the server printed (permission violations among it).
-    fn log(&self) -> String {
-        self._process.lines().join("\n")
-    }
-
-    fn settings(&self, user: &str) -> NatsSettings {
-        NatsSettings {
-            url: format!("nats://{user}:{}@{}", self.passwords[user], self.url),
-            ca: Some(self.ca.clone()),
-            prefix: "bookmesh".into(),
-            replica: None,
-        }
-    }
-
-    async fn raw(&self, user: &str) -> async_nats::jetstream::Context {
-        let client = async_nats::ConnectOptions::new()
-            .add_root_certificates(self.ca.clone())
-            .require_tls(true)
-            .user_and_password(user.into(), self.passwords[user].clone())
-            .custom_inbox_prefix(format!("_INBOX_{user}"))
-            .connect(&self.url)
-            .await
-            .expect("connect");
-        let mut js = async_nats::jetstream::new(client);
-        js.set_timeout(Duration::from_secs(2));
-        js
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,10 +137,10 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         .get_stream("BOOKMESH_RENTAL")
         .await
         .expect("book reads rental's stream");
-    eventually(
-        "book's consumer acknowledged the forged envelope",
-        Duration::from_secs(30),
-        || {
+    // Waits until book's consumer reports what `condition` asks.
+    let book_consumer_until = |what: &'static str, condition: fn(&ConsumerInfo) -> bool| {
+        let stream = stream.clone();
+        eventually(what, Duration::from_secs(30), move || {
             let stream = stream.clone();
             async move {
                 let mut consumer = stream
@@ -298,10 +148,13 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
                     .await
                     .ok()?;
                 let info = consumer.info().await.ok()?;
-                (info.ack_floor.stream_sequence >= 2).then_some(())
+                condition(info).then_some(())
             }
-        },
-    )
+        })
+    };
+    book_consumer_until("book's consumer acknowledged the forged envelope", |info| {
+        info.ack_floor.stream_sequence >= 2
+    })
     .await;
     assert_eq!(
         handler.0.load(Ordering::SeqCst),
@@ -313,6 +166,12 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
     publisher.abort();
     consumer.abort();
     let _ = consumer.await;
+    // A pull the stopped consumer left waiting on the server would take the next event; the
+    // server forgets it once it sees the connection gone.
+    book_consumer_until("book's stopped consumer has no pull waiting", |info| {
+        info.num_waiting == 0
+    })
+    .await;
     rental
         .publish("bookmesh.rental.events", "one more".into())
         .await
