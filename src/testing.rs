@@ -437,3 +437,50 @@ pub fn a_book(title: impl Into<String>) -> crate::proto::book::v1::RegisterBookR
         location: "Shelf 1".into(),
     }
 }
+
+/// A SQLite database `name` in `dir` holding only the event tables (outbox, inbox, dead
+/// letters): what a test of the event flow needs without a service's schema.
+pub async fn event_tables_database(
+    dir: &std::path::Path,
+    name: &str,
+) -> sea_orm::DatabaseConnection {
+    use sea_orm_migration::MigratorTrait as _;
+
+    struct EventTables;
+
+    impl sea_orm_migration::MigratorTrait for EventTables {
+        fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+            vec![Box::new(crate::events::tables::CreateEventTables)]
+        }
+    }
+
+    let db = crate::db::connect_lazy(&format!("sqlite://{}/{name}.db?mode=rwc", dir.display()))
+        .await
+        .expect("sqlite");
+    EventTables::up(&db, None).await.expect("migrate");
+    db
+}
+
+/// An event handler that counts the events it is given, and does nothing else.
+#[derive(Debug, Default)]
+pub struct CountingHandler(std::sync::atomic::AtomicU32);
+
+impl CountingHandler {
+    /// How many events it was given.
+    pub fn count(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl crate::events::consumer::EventHandler for CountingHandler {
+    fn handle<'a>(
+        &'a self,
+        _txn: &'a sea_orm::DatabaseTransaction,
+        _event: &'a crate::events::Event,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::events::consumer::HandlerError>> {
+        Box::pin(async move {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}

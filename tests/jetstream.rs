@@ -2,50 +2,16 @@
 //! passes `--ignored`; `make test` needs no broker).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bookmesh::events::consumer::{ConsumerConfig, EventHandler, HandlerError, Processor};
+use bookmesh::events::NewEvent;
+use bookmesh::events::consumer::{ConsumerConfig, Processor};
 use bookmesh::events::nats::{NatsSettings, run_consumer, run_publisher};
 use bookmesh::events::outbox::{Relay, append};
-use bookmesh::events::tables::CreateEventTables;
-use bookmesh::events::{Event, NewEvent};
 use bookmesh::readiness::Readiness;
+use bookmesh::testing::{CountingHandler, event_tables_database};
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
-use sea_orm_migration::MigratorTrait;
-
-struct EventTables;
-
-impl MigratorTrait for EventTables {
-    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(CreateEventTables)]
-    }
-}
-
-struct Counting(AtomicU32);
-
-impl EventHandler for Counting {
-    fn handle<'a>(
-        &'a self,
-        _txn: &'a DatabaseTransaction,
-        _event: &'a Event,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
-    }
-}
-
-async fn database(dir: &std::path::Path, name: &str) -> DatabaseConnection {
-    let db = bookmesh::db::connect_lazy(&format!("sqlite://{}/{name}.db?mode=rwc", dir.display()))
-        .await
-        .expect("sqlite");
-    EventTables::up(&db, None).await.expect("migrate");
-    db
-}
+use sea_orm::DatabaseConnection;
 
 /// A producer in a fresh folder with `count` events appended and relayed (numbered for
 /// publishing), and stream names of its own on the test NATS server.
@@ -61,7 +27,7 @@ async fn producer_with_events(
         prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
         replica: None,
     };
-    let producer_db = database(&dir, "producer").await;
+    let producer_db = event_tables_database(&dir, "producer").await;
     let relay = Relay::new("test", producer_db.clone());
     let events: Vec<NewEvent> = (0..count)
         .map(|i| NewEvent {
@@ -129,8 +95,8 @@ async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
     assert_eq!(stream.info().await.expect("info").state.messages, 5);
 
     // ...and a consumer applies each exactly once.
-    let consumer_db = database(&dir, "consumer").await;
-    let handler = Arc::new(Counting(AtomicU32::new(0)));
+    let consumer_db = event_tables_database(&dir, "consumer").await;
+    let handler = Arc::new(CountingHandler::default());
     let processor = Arc::new(Processor::new(
         consumer_db.clone(),
         ConsumerConfig::new("checker", "test"),
@@ -150,7 +116,7 @@ async fn a_publisher_crash_between_publish_and_mark_duplicates_nothing() {
     })
     .await;
     consumer.abort();
-    assert_eq!(handler.0.load(Ordering::SeqCst), 5);
+    assert_eq!(handler.count(), 5);
     js.delete_stream(settings.stream_name("test"))
         .await
         .expect("clean up");
@@ -172,9 +138,9 @@ async fn replicas_with_their_own_consumers_each_apply_every_event() {
             replica: Some(pod.into()),
             ..shared.clone()
         };
-        let handler = Arc::new(Counting(AtomicU32::new(0)));
+        let handler = Arc::new(CountingHandler::default());
         let processor = Arc::new(Processor::new(
-            database(&dir, pod).await,
+            event_tables_database(&dir, pod).await,
             ConsumerConfig::new("ranking", "test"),
             handler.clone(),
         ));
@@ -195,7 +161,7 @@ async fn replicas_with_their_own_consumers_each_apply_every_event() {
             (processor.position().await.ok()? == 6).then_some(())
         })
         .await;
-        assert_eq!(handler.0.load(Ordering::SeqCst), 6, "{replica}");
+        assert_eq!(handler.count(), 6, "{replica}");
     }
 
     let js = async_nats::jetstream::new(

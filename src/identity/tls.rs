@@ -47,17 +47,9 @@ pub fn client_config(
     credentials: &Arc<Credentials>,
     expected: SpiffeId,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ExpectedServer {
-            credentials: credentials.clone(),
-            expected,
-            provider: provider(),
-        }))
+    let config = client_checking(credentials, expected)?
         .with_client_cert_resolver(Arc::new(CurrentCertificate(credentials.clone())));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(config))
+    Ok(with_h2(config))
 }
 
 /// A client that presents no certificate (a user's tool, which brings a token instead) but
@@ -66,17 +58,31 @@ pub fn anonymous_client_config(
     trust: &Arc<Credentials>,
     expected: SpiffeId,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+    Ok(with_h2(
+        client_checking(trust, expected)?.with_no_client_auth(),
+    ))
+}
+
+/// A client configuration that accepts only the server `expected`, vouched for by the
+/// authorities of `trust`; what it presents itself is the caller's to add.
+fn client_checking(
+    trust: &Arc<Credentials>,
+    expected: SpiffeId,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, rustls::Error> {
+    let provider = provider();
+    Ok(ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ExpectedServer {
             credentials: trust.clone(),
             expected,
-            provider: provider(),
-        }))
-        .with_no_client_auth();
+            provider,
+        })))
+}
+
+fn with_h2(mut config: ClientConfig) -> Arc<ClientConfig> {
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// The SPIFFE ID in a certificate's URI SANs, if it has exactly one.

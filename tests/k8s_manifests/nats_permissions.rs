@@ -6,21 +6,17 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::Info as ConsumerInfo;
-use bookmesh::events::consumer::{ConsumerConfig, EventHandler, HandlerError, Processor};
+use bookmesh::events::consumer::{ConsumerConfig, Processor};
 use bookmesh::events::nats::{run_consumer, run_publisher};
 use bookmesh::events::outbox::{Relay, append};
-use bookmesh::events::tables::CreateEventTables;
 use bookmesh::events::{Event, NewEvent};
 use bookmesh::readiness::Readiness;
-use bookmesh::testing::eventually;
+
+use bookmesh::testing::{CountingHandler, event_tables_database, eventually};
 use futures::StreamExt as _;
-use futures::future::BoxFuture;
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
-use sea_orm_migration::MigratorTrait;
 
 use crate::nats_broker::Broker;
 
@@ -28,37 +24,6 @@ use crate::nats_broker::Broker;
 fn bookmesh_encode(event: &Event) -> Vec<u8> {
     use prost::Message as _;
     event.encode_to_vec()
-}
-
-struct EventTables;
-
-impl MigratorTrait for EventTables {
-    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(CreateEventTables)]
-    }
-}
-
-struct Counting(AtomicU32);
-
-impl EventHandler for Counting {
-    fn handle<'a>(
-        &'a self,
-        _txn: &'a DatabaseTransaction,
-        _event: &'a Event,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
-    }
-}
-
-async fn database(dir: &std::path::Path, name: &str) -> DatabaseConnection {
-    let db = bookmesh::db::connect_lazy(&format!("sqlite://{}/{name}.db?mode=rwc", dir.display()))
-        .await
-        .expect("sqlite");
-    EventTables::up(&db, None).await.expect("migrate");
-    db
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +35,7 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
     readiness.set_serving(true);
 
     // rental publishes its events, as its relay and publisher do in the cluster.
-    let rental_db = database(dir.path(), "rental").await;
+    let rental_db = event_tables_database(dir.path(), "rental").await;
     let relay = Relay::new("rental", rental_db.clone());
     append(
         &rental_db,
@@ -92,8 +57,8 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
     ));
 
     // book consumes them through its own durable consumer.
-    let book_db = database(dir.path(), "book").await;
-    let handler = Arc::new(Counting(AtomicU32::new(0)));
+    let book_db = event_tables_database(dir.path(), "book").await;
+    let handler = Arc::new(CountingHandler::default());
     let processor = Arc::new(Processor::new(
         book_db,
         ConsumerConfig::new("book", "rental"),
@@ -107,7 +72,7 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         readiness.clone(),
     ));
     let applied = tokio::time::timeout(Duration::from_secs(30), async {
-        while handler.0.load(Ordering::SeqCst) == 0 {
+        while handler.count() == 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -156,11 +121,7 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         info.ack_floor.stream_sequence >= 2
     })
     .await;
-    assert_eq!(
-        handler.0.load(Ordering::SeqCst),
-        1,
-        "the forged envelope was applied"
-    );
+    assert_eq!(handler.count(), 1, "the forged envelope was applied");
 
     // From here on nobody consumes: what is left in a consumer stays there to be stolen.
     publisher.abort();

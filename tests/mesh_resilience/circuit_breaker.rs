@@ -9,8 +9,8 @@ use nix::sys::signal::Signal;
 use tonic::Code;
 
 use crate::helpers::{
-    Dir, book_process, is_mesh_failure, member_replica, register_books, register_member,
-    rent_request, rental_process,
+    BookAndRental, Dir, book_and_rental, is_mesh_failure, member_replica, register_books,
+    register_member, rent_request,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,23 +19,19 @@ async fn proof_2_a_hung_upstream_trips_the_breaker_and_it_closes_again_by_itself
     std::fs::write(dir.path("hosts"), "").expect("hosts");
     let member_address = format!("127.0.0.1:{}", free_port());
     let member = member_replica(&dir, &member_address);
-    let book_address = format!("127.0.0.1:{}", free_port());
-    let book = book_process(&dir, &book_address);
-    let rental_address = format!("127.0.0.1:{}", free_port());
     let admin_address = format!("127.0.0.1:{}", free_port());
-    let rental = rental_process(
-        &dir,
-        &rental_address,
-        &format!("http://{member_address}"),
-        &format!("http://{book_address}"),
-        &[
-            ("BOOKMESH_ADMIN_LISTEN", admin_address.clone()),
-            (
-            "BOOKMESH_UPSTREAM_OPTIONS",
-            "book.call_timeout=300ms,book.max_attempts=1,book.breaker_window=10,book.breaker_minimum_calls=5,book.breaker_open_duration=1s".into(),
-            ),
-        ],
-    );
+    let BookAndRental {
+        book,
+        book_address,
+        rental,
+        rental_address,
+    } = book_and_rental(&dir, &format!("http://{member_address}"), &[
+        ("BOOKMESH_ADMIN_LISTEN", admin_address.clone()),
+        (
+        "BOOKMESH_UPSTREAM_OPTIONS",
+        "book.call_timeout=300ms,book.max_attempts=1,book.breaker_window=10,book.breaker_minimum_calls=5,book.breaker_open_duration=1s".into(),
+        ),
+    ]);
     for address in [&member_address, &book_address, &rental_address] {
         wait_until_serving(&format!("http://{address}"), Duration::from_secs(60)).await;
     }

@@ -1,15 +1,14 @@
 //! Proof 3: the caller's deadline travels upstream.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use bookmesh::testing::{connect, wait_until_serving};
-use bookmesh_mesh_tests::free_port;
 use tonic::Code;
 
 use crate::helpers::{
-    Dir, ScriptedMember, book_process, register_books, rent_request, rental_process, serve_scripted,
+    BookAndRental, Dir, ScriptedMember, book_and_rental, register_books, rent_request,
+    serve_scripted,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,24 +16,15 @@ async fn proof_3_a_slow_upstream_gets_the_callers_smaller_deadline_and_the_calle
 {
     let dir = Dir::new();
     std::fs::write(dir.path("hosts"), "").expect("hosts");
-    let slow = ScriptedMember {
-        delay: Duration::from_secs(5),
-        fail: false,
-        calls: Arc::default(),
-        seen_timeouts: Arc::default(),
-    };
+    let slow = ScriptedMember::new(Duration::from_secs(5), false);
     let member_url = serve_scripted(slow.clone()).await;
-    let book_address = format!("127.0.0.1:{}", free_port());
-    let book = book_process(&dir, &book_address);
-    let rental_address = format!("127.0.0.1:{}", free_port());
     // The rental's own timeout for member calls is 2 s; the client's deadline is 400 ms.
-    let rental = rental_process(
-        &dir,
-        &rental_address,
-        &member_url,
-        &format!("http://{book_address}"),
-        &[],
-    );
+    let BookAndRental {
+        book,
+        book_address,
+        rental,
+        rental_address,
+    } = book_and_rental(&dir, &member_url, &[]);
     for address in [&book_address, &rental_address] {
         wait_until_serving(&format!("http://{address}"), Duration::from_secs(60)).await;
     }

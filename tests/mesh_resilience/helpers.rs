@@ -84,6 +84,46 @@ pub fn rental_process(
     ServiceProcess::spawn("rental", "rental-service", &env)
 }
 
+/// A book service, and a rental service calling it and `member` (with `extra` in its
+/// environment), each on a free loopback port; started, not yet serving.
+pub struct BookAndRental {
+    pub book: ServiceProcess,
+    pub book_address: String,
+    pub rental: ServiceProcess,
+    pub rental_address: String,
+}
+
+pub fn book_and_rental(dir: &Dir, member: &str, extra: &[(&str, String)]) -> BookAndRental {
+    let book_address = format!("127.0.0.1:{}", bookmesh_mesh_tests::free_port());
+    let book = book_process(dir, &book_address);
+    let rental_address = format!("127.0.0.1:{}", bookmesh_mesh_tests::free_port());
+    let rental = rental_process(
+        dir,
+        &rental_address,
+        member,
+        &format!("http://{book_address}"),
+        extra,
+    );
+    BookAndRental {
+        book,
+        book_address,
+        rental,
+        rental_address,
+    }
+}
+
+impl ScriptedMember {
+    /// A member service that answers after `delay`, with UNAVAILABLE if `fail`.
+    pub fn new(delay: Duration, fail: bool) -> Self {
+        Self {
+            delay,
+            fail,
+            calls: Arc::default(),
+            seen_timeouts: Arc::default(),
+        }
+    }
+}
+
 pub async fn register_member(url: &str) -> String {
     let mut client = MemberServiceClient::new(connect(url).await.expect("connect member"));
     client

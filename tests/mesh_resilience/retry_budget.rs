@@ -1,37 +1,31 @@
 //! Proof 4: the retry budget bounds retries in an outage.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use bookmesh::testing::{connect, wait_until_serving};
-use bookmesh_mesh_tests::free_port;
 use tonic::Code;
 
 use crate::helpers::{
-    Dir, ScriptedMember, book_process, register_books, rent_request, rental_process, serve_scripted,
+    BookAndRental, Dir, ScriptedMember, book_and_rental, register_books, rent_request,
+    serve_scripted,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proof_4_retries_stay_within_the_budget_when_every_call_fails() {
     let dir = Dir::new();
     std::fs::write(dir.path("hosts"), "").expect("hosts");
-    let failing = ScriptedMember {
-        delay: Duration::ZERO,
-        fail: true,
-        calls: Arc::default(),
-        seen_timeouts: Arc::default(),
-    };
+    let failing = ScriptedMember::new(Duration::ZERO, true);
     let member_url = serve_scripted(failing.clone()).await;
-    let book_address = format!("127.0.0.1:{}", free_port());
-    let book = book_process(&dir, &book_address);
-    let rental_address = format!("127.0.0.1:{}", free_port());
-    let rental = rental_process(
+    let BookAndRental {
+        book,
+        book_address,
+        rental,
+        rental_address,
+    } = book_and_rental(
         &dir,
-        &rental_address,
         &member_url,
-        &format!("http://{book_address}"),
         &[
             ("BOOKMESH_UPSTREAM_MAX_ATTEMPTS", "5".into()),
             // Keep the breaker out of the way: this proof is about the retry budget alone.

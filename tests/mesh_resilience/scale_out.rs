@@ -10,8 +10,8 @@ use bookmesh_mesh_tests::{ServiceProcess, free_port};
 use tonic::Status;
 
 use crate::helpers::{
-    Dir, book_process, is_mesh_failure, member_replica, register_books, register_member,
-    rent_request, rental_process,
+    BookAndRental, Dir, book_and_rental, is_mesh_failure, member_replica, register_books,
+    register_member, rent_request,
 };
 
 const GET_MEMBER: &str = "\"method\":\"/bookmesh.member.v1.MemberService/GetMember\"";
@@ -82,14 +82,14 @@ async fn proof_1_scale_out_every_replica_gets_a_share_new_ones_join_and_removed_
         .iter()
         .map(|address| member_replica(&dir, address))
         .collect();
-    let book_address = format!("127.0.0.1:{}", free_port());
-    let book = book_process(&dir, &book_address);
-    let rental_address = format!("127.0.0.1:{}", free_port());
-    let rental = rental_process(
+    let BookAndRental {
+        book,
+        book_address,
+        rental,
+        rental_address,
+    } = book_and_rental(
         &dir,
-        &rental_address,
         &format!("http://member.test:{port}"),
-        &format!("http://{book_address}"),
         &[
             ("BOOKMESH_UPSTREAM_RESOLVE_INTERVAL", "300ms".into()),
             ("BOOKMESH_UPSTREAM_MAX_ATTEMPTS", "5".into()),
