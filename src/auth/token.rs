@@ -175,8 +175,19 @@ impl TokenVerifier {
         (now <= expires.saturating_add(LEEWAY_SECONDS)).then(|| claims.clone())
     }
 
-    fn remember(&self, token: &str, claims: &Claims, expires: u64, now: u64) {
+    /// Remembers `token`, verified with `keys`, unless the keys changed meanwhile: a refresh
+    /// clears the cache after replacing the keys, so an entry made with the old keys must not
+    /// slip in after that clear.
+    fn remember(&self, token: &str, claims: &Claims, expires: u64, now: u64, keys: &Arc<Vec<Key>>) {
         let mut verified = self.verified();
+        let current = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if !Arc::ptr_eq(&current, keys) {
+            return;
+        }
         if verified.len() >= VERIFIED_TOKENS {
             // Expired ones first; if none, all of them: the cache refills from the next calls.
             verified.retain(|_, (_, expires)| now <= expires.saturating_add(LEEWAY_SECONDS));
@@ -222,7 +233,7 @@ impl TokenVerifier {
                         subject: data.claims.sub,
                         roles: data.claims.roles,
                     };
-                    self.remember(token, &claims, data.claims.exp, now);
+                    self.remember(token, &claims, data.claims.exp, now, &keys);
                     return Ok(claims);
                 }
                 Err(error) => {
@@ -412,6 +423,20 @@ mod tests {
             assert!(verifier.verify(&format!("Bearer {other}")).is_ok());
         }
         assert!(verifier.verified().len() <= VERIFIED_TOKENS, "bounded");
+    }
+
+    #[test]
+    fn a_token_verified_with_keys_since_replaced_is_not_remembered() {
+        let (_dir, verifier, issuer) = keys();
+        let token = issuer.issue("m-1", &["member"], 300);
+        let claims = verifier.verify(&format!("Bearer {token}")).expect("valid");
+        verifier.forget_verified();
+        // A check that began with the old keys ends after a refresh replaced them.
+        let old = verifier.keys.read().expect("keys").clone();
+        *verifier.keys.write().expect("keys") = Arc::new(old.as_ref().clone());
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+        verifier.remember(&token, &claims, now + 300, now, &old);
+        assert_eq!(verifier.remembered(&token, now), None);
     }
 
     #[test]

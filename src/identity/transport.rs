@@ -42,8 +42,8 @@ pub struct PeerInfo {
     /// The client's address.
     pub remote_addr: Option<SocketAddr>,
     /// The SPIFFE ID of the client's certificate, of any trust domain (the caller decides
-    /// which it trusts); none if it has no valid one.
-    pub workload: Option<SpiffeId>,
+    /// which it trusts); none if it has no valid one. Shared: every request gets a copy.
+    pub workload: Option<Arc<SpiffeId>>,
 }
 
 impl ServerStream {
@@ -52,7 +52,8 @@ impl ServerStream {
         let workload = session
             .peer_certificates()
             .and_then(|certificates| certificates.first())
-            .and_then(spiffe_id_of);
+            .and_then(spiffe_id_of)
+            .map(Arc::new);
         let peer = PeerInfo {
             remote_addr: tcp.peer_addr().ok(),
             workload,

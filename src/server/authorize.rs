@@ -26,7 +26,7 @@ use crate::identity::transport::PeerInfo;
 pub(crate) struct AuthorizeLayer {
     authorizer: Option<Arc<Authorizer>>,
     /// Whose certificates name workloads: this trust domain and namespace.
-    own: SpiffeId,
+    own: Arc<SpiffeId>,
     /// Largest request read to check "the member themself".
     max_message_bytes: usize,
 }
@@ -48,7 +48,7 @@ impl AuthorizeLayer {
     ) -> Self {
         Self {
             authorizer,
-            own,
+            own: Arc::new(own),
             max_message_bytes,
         }
     }
@@ -123,40 +123,25 @@ where
             if let Some(user) = &on_behalf_of {
                 span.record("enduser.id", user.as_str());
             }
-            let request = match authorizer.decide(&method, &caller) {
-                Decision::Allow => request,
+            let decided = match authorizer.decide(&method, &caller) {
+                Decision::Allow => Ok(request),
                 Decision::AllowIfField { field, subject } => {
-                    match own_request(request, &method, &field, &subject, limit).await {
-                        Ok(request) => request,
-                        Err(request) => {
-                            return Ok(refuse(
-                                &authorizer,
-                                &method,
-                                &caller,
-                                &request,
-                                Code::PermissionDenied,
-                                "NOT_SELF",
-                            ));
-                        }
-                    }
+                    own_request(request, &method, &field, &subject, limit)
+                        .await
+                        .map_err(|request| (request, Code::PermissionDenied, "NOT_SELF"))
                 }
-                Decision::Unauthenticated(reason) => {
+                Decision::Unauthenticated(reason) => Err((request, Code::Unauthenticated, reason)),
+                Decision::Denied(reason) => Err((request, Code::PermissionDenied, reason)),
+            };
+            let request = match decided {
+                Ok(request) => request,
+                Err((request, code, reason)) => {
                     return Ok(refuse(
                         &authorizer,
                         &method,
                         &caller,
                         &request,
-                        Code::Unauthenticated,
-                        reason,
-                    ));
-                }
-                Decision::Denied(reason) => {
-                    return Ok(refuse(
-                        &authorizer,
-                        &method,
-                        &caller,
-                        &request,
-                        Code::PermissionDenied,
+                        code,
                         reason,
                     ));
                 }
