@@ -25,6 +25,11 @@ fn is_upstream_failure(code: Code) -> bool {
     )
 }
 
+/// Codes a call gets when its time runs out (tonic's own client-side timeout is CANCELLED).
+fn ran_out_of_time(code: Code) -> bool {
+    matches!(code, Code::DeadlineExceeded | Code::Cancelled)
+}
+
 /// Fails calls fast while the upstream's breaker is open, and feeds it every attempt's outcome.
 #[derive(Clone)]
 pub(crate) struct BreakerLayer {
@@ -81,12 +86,22 @@ where
             return Box::pin(async move { Err(Failure::Refused(status)) });
         }
         let breaker = self.breaker.clone();
+        let callers_deadline = call.callers_deadline;
         let outcome = self.inner.call(call);
         Box::pin(async move {
             let outcome = outcome.await;
             let success = match &outcome {
                 Ok(_) => Some(true),
+                // The caller's own budget ran out (a client sending 5 ms deadlines): the
+                // upstream was not given its call timeout, so this says nothing about it. One
+                // careless caller must not open the breaker for everyone else.
+                Err(Failure::Answered(status))
+                    if callers_deadline && ran_out_of_time(status.code()) =>
+                {
+                    None
+                }
                 Err(Failure::Answered(status)) => Some(!is_upstream_failure(status.code())),
+                Err(Failure::NoReplica(_)) if callers_deadline => None,
                 Err(Failure::NoReplica(_)) => Some(false),
                 Err(Failure::Refused(_)) => None,
             };

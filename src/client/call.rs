@@ -23,6 +23,10 @@ pub(crate) struct Call<M> {
     pub(crate) idempotency: Idempotency,
     /// Every attempt ends by then: the deadline layer sets it before anything is sent.
     pub(crate) deadline: Instant,
+    /// Whether `deadline` is the caller's (what the request being served had left) rather
+    /// than the upstream's own call timeout. Running out of the caller's time says nothing
+    /// about the upstream, so the breaker does not count it.
+    pub(crate) callers_deadline: bool,
     /// 1 for the first attempt; the retry layer counts up.
     pub(crate) attempt: u32,
 }

@@ -45,7 +45,11 @@ impl<M, S: tower::Service<Call<M>>> tower::Service<Call<M>> for PropagateDeadlin
 
     fn call(&mut self, mut call: Call<M>) -> S::Future {
         if let Some(served) = crate::deadline::current() {
-            call.deadline = call.deadline.min(answer_margin_before(served));
+            let callers = answer_margin_before(served);
+            if callers < call.deadline {
+                call.deadline = callers;
+                call.callers_deadline = true;
+            }
         }
         self.inner.call(call)
     }

@@ -193,6 +193,7 @@ impl Upstream {
             message,
             idempotency,
             deadline: Instant::now() + config.call_timeout,
+            callers_deadline: false,
             attempt: 1,
         };
         stack

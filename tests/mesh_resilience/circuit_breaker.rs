@@ -9,8 +9,8 @@ use nix::sys::signal::Signal;
 use tonic::Code;
 
 use crate::helpers::{
-    BookAndRental, Dir, book_and_rental, is_mesh_failure, member_replica, register_books,
-    register_member, rent_request,
+    BookAndRental, Dir, ScriptedMember, book_and_rental, is_mesh_failure, member_replica,
+    register_books, register_member, rent_request, serve_scripted,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,4 +123,71 @@ async fn proof_2_a_hung_upstream_trips_the_breaker_and_it_closes_again_by_itself
     rental.stop().await;
     book.stop().await;
     member.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_run_out_of_their_own_time_do_not_open_the_breaker_for_everyone() {
+    let dir = Dir::new();
+    std::fs::write(dir.path("hosts"), "").expect("hosts");
+    // A healthy member that takes 50 ms: within rental's 2 s timeout for it, beyond the
+    // budget of a caller sending a 10 ms deadline.
+    let member = ScriptedMember::new(Duration::from_millis(50), false);
+    let member_url = serve_scripted(member.clone()).await;
+    let admin_address = format!("127.0.0.1:{}", free_port());
+    let BookAndRental {
+        book,
+        book_address,
+        rental,
+        rental_address,
+    } = book_and_rental(&dir, &member_url, &[
+        ("BOOKMESH_ADMIN_LISTEN", admin_address.clone()),
+        (
+            "BOOKMESH_UPSTREAM_OPTIONS",
+            "member.breaker_window=10,member.breaker_minimum_calls=5,book.breaker_window=10,book.breaker_minimum_calls=5".into(),
+        ),
+    ]);
+    for address in [&book_address, &rental_address] {
+        wait_until_serving(&format!("http://{address}"), Duration::from_secs(60)).await;
+    }
+    let books = register_books(&format!("http://{book_address}"), 1).await;
+    let members = vec![uuid::Uuid::now_v7().to_string()];
+    let mut client = RentalServiceClient::new(
+        connect(&format!("http://{rental_address}"))
+            .await
+            .expect("connect"),
+    );
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let status = client
+            .rent_book(rent_request(&members, &books, Duration::from_millis(10)))
+            .await
+            .expect_err("10 ms is too short for a 50 ms member");
+        *codes.entry(format!("{:?}", status.code())).or_insert(0) += 1;
+    }
+    println!("tiny deadlines: RentBook answered {codes:?}");
+    assert!(
+        member.calls.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+        "enough calls reached the member to open the breaker if they counted"
+    );
+    let (_, metrics) = http_get(&admin_address, "/metrics").await.expect("scrape");
+    for upstream in ["member", "book"] {
+        assert!(
+            metrics.contains(&format!(
+                "bookmesh_client_circuit_breaker_state{{upstream=\"{upstream}\"}} 0"
+            )),
+            "{upstream}'s breaker stayed closed:\n{metrics}"
+        );
+    }
+    // An ordinary caller right after: the member answers (NOT_FOUND, a business answer).
+    let status = client
+        .rent_book(rent_request(&members, &books, Duration::from_secs(3)))
+        .await
+        .expect_err("the scripted member knows no one");
+    assert!(
+        !is_mesh_failure(&status),
+        "an ordinary call goes through: {status:?}"
+    );
+    assert_eq!(rental.count_lines(&["circuit breaker opened"]), 0);
+    rental.stop().await;
+    book.stop().await;
 }
