@@ -25,6 +25,14 @@ const STANDARD_SERVICES: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// Their methods, fixed by their specifications.
+const STANDARD_METHODS: &[&str] = &[
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 /// Whether `name` (`package.Service` or `package.Service/Method`) is an RPC this platform
 /// knows; what makes a metric label safe to use.
 pub fn is_known(name: &str) -> bool {
@@ -33,8 +41,7 @@ pub fn is_known(name: &str) -> bool {
         None => (name, None),
     };
     if STANDARD_SERVICES.contains(&service) {
-        // Their methods are fixed by their specifications; the service name is enough.
-        return true;
+        return method.is_none() || STANDARD_METHODS.contains(&name);
     }
     let Some(pool) = DESCRIPTORS.as_ref() else {
         return false;
@@ -180,6 +187,9 @@ mod tests {
     fn only_real_rpcs_are_known_so_metric_labels_stay_bounded() {
         assert!(is_known("bookmesh.rental.v1.RentalService/RentBook"));
         assert!(is_known("bookmesh.rental.v1.RentalService"));
+        assert!(is_known("grpc.health.v1.Health/Watch"));
+        assert!(!is_known("grpc.health.v1.Health/Made-up"));
+        assert!(!is_known("bookmesh.rental.v1.RentalService/Made-up"));
         assert!(is_known("grpc.health.v1.Health/Check"));
         assert!(!is_known("bookmesh.rental.v1.RentalService/DropAllTables"));
         assert!(!is_known("made.up.Service/Anything"));

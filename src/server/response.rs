@@ -13,8 +13,34 @@ pub(crate) fn grpc_status(response: &http::Response<Body>) -> &str {
         .unwrap_or("0")
 }
 
-/// The method's own name from a request path: `/bookmesh.book.v1.BookService/GetBook` →
-/// `GetBook`.
+/// The method's own name from a request path (`/bookmesh.book.v1.BookService/GetBook` →
+/// `GetBook`), or `unknown` for a method no contract declares. Labels and span names come
+/// from a closed set: a caller sending made-up method names must not create a metric series
+/// (and memory that is never freed) per name.
 pub(crate) fn rpc_method(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or_default()
+    if crate::auth::is_known(path.trim_start_matches('/')) && path.contains('/') {
+        path.rsplit('/').next().unwrap_or(UNKNOWN_METHOD)
+    } else {
+        UNKNOWN_METHOD
+    }
+}
+
+/// The label of every method outside the contracts.
+pub(crate) const UNKNOWN_METHOD: &str = "unknown";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_declared_methods_become_labels() {
+        assert_eq!(
+            rpc_method("/bookmesh.book.v1.BookService/GetBook"),
+            "GetBook"
+        );
+        assert_eq!(rpc_method("/grpc.health.v1.Health/Check"), "Check");
+        assert_eq!(rpc_method("/bookmesh.book.v1.BookService/x1"), "unknown");
+        assert_eq!(rpc_method("/bookmesh.book.v1.BookService"), "unknown");
+        assert_eq!(rpc_method("/made.up.Service/GetBook"), "unknown");
+    }
 }

@@ -65,7 +65,7 @@ where
             .and_then(crate::trace_context::TraceContext::parse);
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %path.trim_start_matches('/'),
+            otel.name = %span_name(path),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.service = self.service,
@@ -86,5 +86,15 @@ where
             span.record("rpc.grpc.status_code", grpc_status(&response));
             Ok(response)
         })
+    }
+}
+
+/// The span's name: the full method for a declared one, `unknown` otherwise (tracing
+/// backends index span names; a made-up method must not make a new one).
+fn span_name(path: &str) -> &str {
+    if rpc_method(path) == super::response::UNKNOWN_METHOD {
+        super::response::UNKNOWN_METHOD
+    } else {
+        path.trim_start_matches('/')
     }
 }

@@ -1,0 +1,6 @@
+//! Hostile and careless callers, against real service processes: one caller cannot hurt the
+//! others, and nothing a caller sends makes anything grow without a bound. Each file is one
+//! guarantee of docs/reliability.md.
+
+mod helpers;
+mod metric_labels;
