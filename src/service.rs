@@ -161,7 +161,21 @@ pub async fn run<S: Service>(service: S) -> Result<(), ServeError> {
     let _telemetry = crate::telemetry::init(S::NAME, service.args().server.log_format);
     tracing::info!(config = ?service, "{}-service configuration", S::NAME);
     let listener = crate::listener::bind(service.args().listen).await?;
-    serve(service, listener).await
+    let served = serve(service, listener).await;
+    if let Err(error) = &served {
+        // One line, in the log format operators read, while the log is still set up.
+        tracing::error!(service = S::NAME, %error, "{}-service stopped with an error", S::NAME);
+    }
+    served
+}
+
+/// A service binary's whole `main`: runs `service` and turns the outcome into the exit status
+/// (the error was logged, as one line, by [`run`]; no backtrace).
+pub async fn main<S: Service>(service: S) -> std::process::ExitCode {
+    match run(service).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
 }
 
 /// Serves `service` on `listener` until SIGINT or SIGTERM.

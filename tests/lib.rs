@@ -189,6 +189,21 @@ pub async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String
 }
 
 impl ServiceProcess {
+    /// SIGTERM, then waits (at most `within`) for the process to exit: its exit status and
+    /// how long it took. Its output stays readable through [`Self::lines`].
+    pub async fn stop_and_time(
+        &mut self,
+        within: Duration,
+    ) -> (std::process::ExitStatus, Duration) {
+        let started = std::time::Instant::now();
+        self.signal(Signal::SIGTERM);
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {within:?}", self.name))
+            .expect("wait");
+        (status, started.elapsed())
+    }
+
     /// SIGKILL: a crash, no drain, no cleanup.
     pub async fn crash(mut self) {
         self.signal(Signal::SIGKILL);

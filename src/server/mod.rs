@@ -12,6 +12,7 @@
 mod access_log;
 mod authorize;
 mod deadline;
+mod drain;
 mod health;
 mod load_shed;
 mod metrics;
@@ -123,6 +124,7 @@ where
 
     let drain_delay = settings.drain_delay;
     let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (begin_drain, draining) = drain::drain_signal();
     let stopping = readiness.clone();
     let signal = async move {
         shutdown.await;
@@ -133,6 +135,9 @@ where
         );
         stopping.mark_stopping();
         tokio::time::sleep(drain_delay).await;
+        // Open streams end now (watchers have seen NOT_SERVING during the delay), so the
+        // drain waits only for unary calls.
+        begin_drain.begin();
         let _ = drain_started_tx.send(());
     };
 
@@ -168,6 +173,7 @@ where
         ),
     };
     let router = builder
+        .layer(drain::EndStreamsOnDrainLayer::new(draining))
         .timeout(settings.request_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .http2_keepalive_interval(Some(settings.keepalive_interval))

@@ -2,5 +2,6 @@
 //! others, and nothing a caller sends makes anything grow without a bound. Each file is one
 //! guarantee of docs/reliability.md.
 
+mod drain;
 mod helpers;
 mod metric_labels;

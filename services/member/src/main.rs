@@ -3,7 +3,6 @@
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    bookmesh::service::run(member_service::Config::parse()).await?;
-    Ok(())
+async fn main() -> std::process::ExitCode {
+    bookmesh::service::main(member_service::Config::parse()).await
 }
