@@ -167,6 +167,23 @@ pub struct ServerArgs {
     #[arg(long, env = "BOOKMESH_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
 
+    /// Client connections open at once; a connection beyond it is closed as soon as it is
+    /// accepted (and counted), so a client opening sockets in a loop cannot exhaust memory or
+    /// file descriptors.
+    #[arg(long, env = "BOOKMESH_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Largest request header list (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE), in bytes; a larger
+    /// one is refused before any handler sees it. Room for a user token and trace context.
+    #[arg(long, env = "BOOKMESH_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_list_bytes: u32,
+
+    /// Shortest time allowed between a client's HTTP/2 pings while the server sends it
+    /// nothing: the third ping that comes sooner closes the connection (gRPC's keepalive
+    /// enforcement), so a ping flood costs the server nothing but one close.
+    #[arg(long, env = "BOOKMESH_MIN_PING_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub min_ping_interval: Duration,
+
     /// Age after which a client connection is asked to reconnect (GOAWAY), ±10% per process,
     /// so long-lived clients spread over replicas added since they connected. 0s disables.
     #[arg(long, env = "BOOKMESH_MAX_CONNECTION_AGE", value_parser = parse_duration, default_value = "5m")]

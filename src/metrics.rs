@@ -223,3 +223,22 @@ pub(crate) fn render() -> String {
         .encode_to_string(&REGISTRY.gather())
         .unwrap_or_else(|error| format!("# encoding failed: {error}\n"))
 }
+
+/// Client connections open now.
+pub(crate) static SERVER_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "bookmesh_server_connections",
+        "Client connections open now",
+        &[],
+    )
+});
+
+/// Client connections closed by the server's protections, by reason (`limit`: over
+/// --max-connections; `ping_flood`: pings faster than --min-ping-interval).
+pub(crate) static SERVER_CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bookmesh_server_connections_refused_total",
+        "Client connections closed by the server's protections, by reason",
+        &["reason"],
+    )
+});

@@ -11,6 +11,7 @@
 
 mod access_log;
 mod authorize;
+mod connections;
 mod deadline;
 mod drain;
 mod health;
@@ -66,6 +67,13 @@ pub enum ServeError {
     #[error("in-flight calls did not finish within the shutdown grace period")]
     DrainTimedOut,
 }
+
+/// Streams a client may reset before the server accepted them, per connection (h2's default,
+/// set explicitly so it cannot silently change).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset because of a client's errors, per connection, before it sends
+/// GOAWAY (hyper's default, which tonic turns off unless it is set).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// The event services a service serves beside its API, if it produces or consumes events.
 #[derive(Default)]
@@ -176,6 +184,13 @@ where
         .layer(drain::EndStreamsOnDrainLayer::new(draining))
         .timeout(settings.request_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams)
+        // HTTP/2 floods (docs/reliability.md): streams a client opens and resets at once
+        // ("rapid reset"), streams it makes the server reset ("made you reset"), and header
+        // lists larger than any real call needs. Past the first two the connection gets
+        // GOAWAY; tonic leaves the second unlimited unless it is set.
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_max_header_list_size(settings.max_header_list_bytes)
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
@@ -188,12 +203,20 @@ where
                 .map(|dead_letters| stack::guarded(dead_letters, &guard)),
         )
         .add_service(stack::guarded(service, &guard));
+    let limits = connections::ConnectionLimits {
+        max_connections: settings.max_connections,
+        min_ping_interval: settings.min_ping_interval,
+    };
     let server = match tls {
         Some(tls) => {
             let incoming = crate::identity::transport::tls_incoming(tcp, tls);
+            let incoming = connections::limit_connections(incoming, limits);
             futures::future::Either::Left(router.serve_with_incoming_shutdown(incoming, signal))
         }
-        None => futures::future::Either::Right(router.serve_with_incoming_shutdown(tcp, signal)),
+        None => {
+            let incoming = connections::limit_connections(tcp, limits);
+            futures::future::Either::Right(router.serve_with_incoming_shutdown(incoming, signal))
+        }
     };
 
     tracing::info!(service = S::NAME, address = ?local_addr, identity = ?identity, "gRPC server listening");

@@ -47,6 +47,15 @@ pub async fn series(admin: &str) -> Vec<String> {
         .collect()
 }
 
+/// The sample lines (series and value) of the process's `/metrics`.
+pub async fn series_values(admin: &str) -> Vec<String> {
+    let (_, body) = http_get(admin, "/metrics").await.expect("scrape");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 mod tempdir {
     /// A fresh folder under the system's temporary folder, removed on drop.
     pub struct Dir(pub std::path::PathBuf);

@@ -4,4 +4,5 @@
 
 mod drain;
 mod helpers;
+mod http2;
 mod metric_labels;
