@@ -323,6 +323,12 @@ pub struct EventArgs {
     /// model): with a shared consumer each replica would see only part of the events.
     #[arg(long, env = "BOOKMESH_NATS_REPLICA_CONSUMER")]
     pub nats_replica_consumer: Option<String>,
+
+    /// Event-feed subscriptions served at once; one more is refused with RESOURCE_EXHAUSTED.
+    /// Each costs a task and a database query per publication (or half second), so a client
+    /// subscribing in a loop must not multiply them without a bound.
+    #[arg(long, env = "BOOKMESH_MAX_FEED_SUBSCRIBERS", default_value_t = 64)]
+    pub max_feed_subscribers: usize,
 }
 
 /// The event transport.
@@ -342,6 +348,7 @@ impl std::fmt::Debug for EventArgs {
             .field("nats_ca", &self.nats_ca)
             .field("nats_prefix", &self.nats_prefix)
             .field("nats_replica_consumer", &self.nats_replica_consumer)
+            .field("max_feed_subscribers", &self.max_feed_subscribers)
             .finish()
     }
 }

@@ -242,3 +242,12 @@ pub(crate) static SERVER_CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock
         &["reason"],
     )
 });
+
+/// Event-feed subscriptions open now, by producer.
+pub(crate) static FEED_SUBSCRIBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "bookmesh_feed_subscribers",
+        "Event-feed subscriptions open now, by producer",
+        &["producer"],
+    )
+});

@@ -1,13 +1,15 @@
 //! The broker-free transport: a producer serves its published outbox as a gRPC server stream.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tonic_types::StatusExt as _;
 
 use super::envelope::Event;
 use super::outbox::envelope;
@@ -31,6 +33,9 @@ pub(crate) struct EventFeed {
     db: DatabaseConnection,
     published: watch::Receiver<i64>,
     readiness: Readiness,
+    /// One per open subscription (`--max-feed-subscribers`).
+    subscriptions: Arc<Semaphore>,
+    max_subscribers: usize,
 }
 
 impl EventFeed {
@@ -41,12 +46,15 @@ impl EventFeed {
         db: DatabaseConnection,
         published: watch::Receiver<i64>,
         readiness: Readiness,
+        max_subscribers: usize,
     ) -> Self {
         Self {
             producer,
             db,
             published,
             readiness,
+            subscriptions: Arc::new(Semaphore::new(max_subscribers)),
+            max_subscribers,
         }
     }
 
@@ -80,10 +88,31 @@ impl EventFeedService for EventFeed {
             violations.add("after_sequence", "must not be negative");
             violations.into_result()?;
         }
+        let Ok(subscription) = self.subscriptions.clone().try_acquire_owned() else {
+            return Err(Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                format!(
+                    "{} event feed: all {} subscriptions are taken; retry later",
+                    self.producer, self.max_subscribers
+                ),
+                tonic_types::ErrorDetails::with_error_info(
+                    "FEED_SUBSCRIBERS_EXHAUSTED",
+                    "bookmesh.io",
+                    [(
+                        "max_feed_subscribers".to_owned(),
+                        self.max_subscribers.to_string(),
+                    )],
+                ),
+            ));
+        };
+        let subscriber = Subscriber::start(self.producer, subscription);
         // Bounded: a slow subscriber slows its own reader task, not the producer's memory.
         let (tx, rx) = mpsc::channel(64);
         let feed = self.clone();
-        tokio::spawn(async move { feed.pump(after, tx).await });
+        tokio::spawn(async move {
+            feed.pump(after, tx).await;
+            drop(subscriber);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -136,5 +165,31 @@ impl EventFeed {
                 () = tx.closed() => return,
             }
         }
+    }
+}
+
+/// One open subscription: its slot, and its count in `bookmesh_feed_subscribers`.
+struct Subscriber {
+    producer: &'static str,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Subscriber {
+    fn start(producer: &'static str, slot: OwnedSemaphorePermit) -> Self {
+        crate::metrics::FEED_SUBSCRIBERS
+            .with_label_values(&[producer])
+            .inc();
+        Self {
+            producer,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        crate::metrics::FEED_SUBSCRIBERS
+            .with_label_values(&[self.producer])
+            .dec();
     }
 }

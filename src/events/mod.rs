@@ -55,6 +55,7 @@ pub(crate) fn start_producer(
         relay.db().clone(),
         relay.published(),
         readiness.clone(),
+        transport.max_feed_subscribers,
     );
     let nats = nats::NatsSettings::from_args(transport);
     let task = {

@@ -196,12 +196,18 @@ where
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_optional_service(events.feed.map(|feed| stack::guarded(feed, &guard)))
-        .add_optional_service(
-            events
-                .dead_letters
-                .map(|dead_letters| stack::guarded(dead_letters, &guard)),
-        )
+        .add_optional_service(events.feed.map(|feed| {
+            let feed = feed
+                .max_decoding_message_size(settings.max_message_bytes)
+                .max_encoding_message_size(settings.max_message_bytes);
+            stack::guarded(feed, &guard)
+        }))
+        .add_optional_service(events.dead_letters.map(|dead_letters| {
+            let dead_letters = dead_letters
+                .max_decoding_message_size(settings.max_message_bytes)
+                .max_encoding_message_size(settings.max_message_bytes);
+            stack::guarded(dead_letters, &guard)
+        }))
         .add_service(stack::guarded(service, &guard));
     let limits = connections::ConnectionLimits {
         max_connections: settings.max_connections,

@@ -3,6 +3,7 @@
 //! guarantee of docs/reliability.md.
 
 mod drain;
+mod event_feed;
 mod helpers;
 mod http2;
 mod metric_labels;
