@@ -251,3 +251,12 @@ pub(crate) static FEED_SUBSCRIBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         &["producer"],
     )
 });
+
+/// Handler panics turned into INTERNAL answers, by service and method (a bug each).
+pub(crate) static SERVER_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bookmesh_server_panics_total",
+        "Handler panics answered as INTERNAL, by service and method",
+        &["rpc_service", "rpc_method"],
+    )
+});

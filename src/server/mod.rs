@@ -11,6 +11,7 @@
 
 mod access_log;
 mod authorize;
+mod catch_panic;
 mod connections;
 mod deadline;
 mod drain;

@@ -15,6 +15,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 
 use super::access_log::AccessLogLayer;
 use super::authorize::AuthorizeLayer;
+use super::catch_panic::CatchPanicLayer;
 use super::deadline::DeadlineLayer;
 use super::load_shed::ShedAsResourceExhaustedLayer;
 use super::metrics::MetricsLayer;
@@ -73,6 +74,9 @@ where
         // Every call gets a deadline, its checks included (a request read slowly for the
         // "member themself" check must not outlive it).
         .layer(DeadlineLayer::new(guard.request_timeout))
+        // A panic below answers INTERNAL, which the layers above see, count and log; the
+        // connection and its other calls live on.
+        .layer(CatchPanicLayer::new(S::NAME))
         // Innermost: nothing reaches a handler unauthorized; refusals are still traced,
         // counted and logged by the layers above.
         .layer(guard.authorize.clone())

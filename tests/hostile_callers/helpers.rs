@@ -49,7 +49,10 @@ pub async fn series(admin: &str) -> Vec<String> {
 
 /// The sample lines (series and value) of the process's `/metrics`.
 pub async fn series_values(admin: &str) -> Vec<String> {
-    let (_, body) = http_get(admin, "/metrics").await.expect("scrape");
+    let body = match http_get(admin, "/metrics").await {
+        Ok((200, body)) => body,
+        _ => String::new(),
+    };
     body.lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .map(str::to_owned)

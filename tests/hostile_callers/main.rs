@@ -2,6 +2,7 @@
 //! others, and nothing a caller sends makes anything grow without a bound. Each file is one
 //! guarantee of docs/reliability.md.
 
+mod buggy_handlers;
 mod drain;
 mod event_feed;
 mod helpers;
