@@ -83,8 +83,9 @@ fn decode_token(token: &str) -> Result<String, &'static str> {
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| INVALID)?;
     let text = String::from_utf8(bytes).map_err(|_| INVALID)?;
     let id = text.strip_prefix(TOKEN_PREFIX).ok_or(INVALID)?;
-    uuid::Uuid::parse_str(id).map_err(|_| INVALID)?;
-    Ok(id.to_owned())
+    // Canonical, whatever the token's spelling: the keyset compares ids as stored.
+    let id = uuid::Uuid::parse_str(id).map_err(|_| INVALID)?;
+    Ok(id.to_string())
 }
 
 #[cfg(test)]
@@ -123,8 +124,11 @@ mod tests {
         let page = parse(1, "").expect("valid");
         let token = page.finish(&mut rows, |r| r.as_str());
         assert_eq!(rows, vec![id.clone()]);
-        assert_eq!(parse(1, &token).map(|p| p.after), Ok(Some(id)));
+        assert_eq!(parse(1, &token).map(|p| p.after), Ok(Some(id.clone())));
         assert!(parse(1, "YWZ0ZXI6bm90LWEtdXVpZA").is_err());
+        // A token spelling the id in upper case resumes at the same (canonical) id.
+        let upper = encode_token(&id.to_uppercase());
+        assert_eq!(parse(1, &upper).map(|p| p.after), Ok(Some(id.clone())));
         let mut last_page = vec!["only".to_owned()];
         assert_eq!(page.finish(&mut last_page, |r| r.as_str()), "");
     }

@@ -45,6 +45,18 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
+    /// What a dead letter shows its readers (ListDeadLetters, RedriveDeadLetter): the
+    /// handler's own reason, but never a database's message, which can carry SQL, table
+    /// names or values. The full error is in the service's log, with the event id.
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Database(_) => "database error (the service's log has the details)".to_owned(),
+            Self::Decode(_) => "undecodable payload".to_owned(),
+            Self::Rejected(reason) => reason.clone(),
+            Self::Transient(reason) => format!("transient: {reason}"),
+        }
+    }
+
     /// Whether retrying later will work without anyone fixing anything: the database is
     /// unreachable or busy, or another transaction won a race. Such failures never
     /// dead-letter an event.
@@ -200,7 +212,10 @@ impl Processor {
     ) -> Result<Result<Handled, String>, DbErr> {
         let event = <Event as prost::Message>::decode(row.envelope.as_slice())
             .map_err(|e| DbErr::Custom(format!("dead letter {} is unreadable: {e}", row.id)))?;
-        let handled = self.try_apply(&event).await.map_err(|e| e.to_string());
+        let handled = self.try_apply(&event).await.map_err(|error| {
+            tracing::warn!(event_id = %event.event_id, dead_letter_id = row.id, %error, "redrive failed");
+            error.public_reason()
+        });
         match &handled {
             Ok(_) => {
                 dead_letter::Entity::delete_by_id(row.id)
@@ -217,7 +232,6 @@ impl Processor {
                     .filter(dead_letter::Column::Id.eq(row.id))
                     .exec(&self.db)
                     .await?;
-                tracing::warn!(event_id = %event.event_id, dead_letter_id = row.id, %error, "redrive failed");
             }
         }
         Ok(handled)
@@ -281,7 +295,7 @@ impl Processor {
                         %error,
                         "event handler failed"
                     );
-                    last_error = error.to_string();
+                    last_error = error.public_reason();
                     if attempt >= self.config.max_attempts {
                         break;
                     }
@@ -584,6 +598,22 @@ mod tests {
         let processor = Processor::new(db.clone(), config, Busy(AtomicU32::new(10)));
         assert_eq!(processor.process(&event(1)).await, Ok(Handled::Applied));
         assert_eq!(dead_letter::Entity::find().count(&db).await, Ok(0));
+    }
+
+    #[test]
+    fn a_dead_letter_never_shows_a_database_message() {
+        let error = HandlerError::Database(DbErr::Custom(
+            "UPDATE members SET points = 3 WHERE secret = 'x'".into(),
+        ));
+        let reason = error.public_reason();
+        assert!(
+            !reason.contains("UPDATE") && !reason.contains("secret"),
+            "{reason}"
+        );
+        assert_eq!(
+            HandlerError::Rejected("member is unknown".into()).public_reason(),
+            "member is unknown"
+        );
     }
 
     #[tokio::test]

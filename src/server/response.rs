@@ -18,10 +18,10 @@ pub(crate) fn grpc_status(response: &http::Response<Body>) -> &str {
 /// from a closed set: a caller sending made-up method names must not create a metric series
 /// (and memory that is never freed) per name.
 pub(crate) fn rpc_method(path: &str) -> &str {
-    if crate::auth::is_known(path.trim_start_matches('/')) && path.contains('/') {
-        path.rsplit('/').next().unwrap_or(UNKNOWN_METHOD)
-    } else {
-        UNKNOWN_METHOD
+    let name = path.trim_start_matches('/');
+    match name.split_once('/') {
+        Some((_, method)) if crate::auth::is_known(name) => method,
+        _ => UNKNOWN_METHOD,
     }
 }
 

@@ -65,11 +65,17 @@ impl pb::best_book_service_server::BestBookService for BestBookApi {
         &self,
         request: Request<GetBookStatsRequest>,
     ) -> Result<Response<GetBookStatsResponse>, Status> {
-        let book_id = request.into_inner().book_id;
         let mut violations = FieldViolations::new();
-        if uuid::Uuid::parse_str(&book_id).is_err() {
-            violations.add("book_id", "must be a UUID");
-        }
+        // Canonical from here on (lower case, hyphenated): the read model stores ids as the
+        // rental events spell them, and `0190F5C2-…` is the same book.
+        let book_id = violations
+            .check(
+                "book_id",
+                uuid::Uuid::parse_str(request.get_ref().book_id.trim())
+                    .map_err(|_| "must be a UUID"),
+            )
+            .map(|id| id.to_string())
+            .unwrap_or_default();
         violations.into_result()?;
         let row = self
             .store
@@ -80,5 +86,41 @@ impl pb::best_book_service_server::BestBookService for BestBookApi {
         Ok(Response::new(GetBookStatsResponse {
             book: Some(stats(row, 0)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bookmesh::proto::bestbook::v1::best_book_service_server::BestBookService as _;
+    use bookmesh::testing::TestDatabase;
+    use sea_orm_migration::MigratorTrait as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_book_id_in_upper_case_is_the_same_book() {
+        let database = TestDatabase::fresh().await;
+        let db = sea_orm::Database::connect(&database.url)
+            .await
+            .expect("connect");
+        crate::store::migration::Migrator::up(&db, None)
+            .await
+            .expect("migrate");
+        let book_id = uuid::Uuid::now_v7().to_string();
+        crate::store::count_rental(&db, &book_id, "Dune")
+            .await
+            .expect("count");
+        let api = BestBookApi::new(StatsStore::new(db));
+        let stats = api
+            .get_book_stats(Request::new(GetBookStatsRequest {
+                book_id: book_id.to_uppercase(),
+            }))
+            .await
+            .expect("found in any case")
+            .into_inner()
+            .book
+            .expect("stats");
+        assert_eq!(stats.book_id, book_id);
+        assert_eq!(stats.rentals, 1);
     }
 }

@@ -89,10 +89,24 @@ impl Isbn {
     }
 }
 
-/// A publication date (YYYY-MM-DD) that is not in the future.
+/// A publication date, exactly YYYY-MM-DD (year 0001 to 9999, what every supported database
+/// stores as a DATE), that is not in the future.
 pub fn parse_published_on(raw: &str, today: NaiveDate) -> Result<NaiveDate, String> {
-    let date = NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-        .map_err(|_| "must be a date as YYYY-MM-DD".to_owned())?;
+    const FORMAT: &str = "must be a date as YYYY-MM-DD";
+    // chrono's `%Y` also takes "-5000" and "1": check the shape first.
+    let bytes = raw.as_bytes();
+    let shaped = bytes.len() == 10
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !shaped || raw.starts_with("0000") {
+        return Err(FORMAT.into());
+    }
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| FORMAT.to_owned())?;
     if date > today {
         return Err("must not be in the future".into());
     }
@@ -202,6 +216,17 @@ mod tests {
         let today = NaiveDate::from_ymd_opt(2026, 11, 25).expect("valid date");
         assert!(parse_published_on("2026-11-25", today).is_ok());
         assert!(parse_published_on("2026-11-26", today).is_err());
+        for odd in [
+            "-5000-01-01",
+            "1-1-1",
+            "0000-01-01",
+            "2026-1-01",
+            " 2026-01-01",
+            "2026-02-30",
+        ] {
+            assert!(parse_published_on(odd, today).is_err(), "{odd}");
+        }
+        assert!(parse_published_on("0001-01-01", today).is_ok());
         assert!(parse_published_on("2019-02-30", today).is_err());
         assert!(parse_published_on("25/11/2020", today).is_err());
     }
