@@ -184,8 +184,12 @@ impl pb::rental_service_server::RentalService for RentalApi {
                 card.return_book(book_id, bookmesh::db::now())
             })
             .await?;
-        let late_fee = returned.item().map_or(0, |item| item.late_fee);
-        tracing::info!(%member_id, %book_id, late_fee, "book returned");
+        match returned.as_ref().and_then(|change| change.item()) {
+            Some(item) => {
+                tracing::info!(%member_id, %book_id, late_fee = item.late_fee, "book returned");
+            }
+            None => tracing::info!(%member_id, %book_id, "return repeated while pending"),
+        }
         Ok(Response::new(ReturnBookResponse {
             rental_card: Some(card_message(&card)),
         }))

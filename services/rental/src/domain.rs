@@ -268,16 +268,17 @@ impl RentalCard {
 
     /// Starts a return: the RENTED item becomes RETURN_PENDING until the book service confirms
     /// the copy is back, and a late return adds [`LATE_FEE_PER_DAY`] per day overdue (the
-    /// item's `late_fee`).
+    /// item's `late_fee`). `None` for a repeat while the return is pending: a client retrying
+    /// a ReturnBook whose answer it lost gets the same card back, and nothing changes.
     pub fn return_book(
         &mut self,
         book_id: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<Change, RuleViolation> {
+    ) -> Result<Option<Change>, RuleViolation> {
         self.refresh(now);
         let item = self.held_item_mut(book_id)?;
         match item.state {
-            ItemState::ReturnPending => return Err(RuleViolation::ReturnInProgress(book_id)),
+            ItemState::ReturnPending => return Ok(None),
             ItemState::Pending => return Err(RuleViolation::RentPending(book_id)),
             _ => {}
         }
@@ -292,7 +293,7 @@ impl RentalCard {
         let returned = item.clone();
         self.late_fee += fee;
         self.refresh(now);
-        Ok(Change::ReturnStarted(returned))
+        Ok(Some(Change::ReturnStarted(returned)))
     }
 
     /// Saga step: the book service took the copy back; the return is complete. `None` when it
@@ -402,13 +403,20 @@ impl RentalCard {
     }
 
     /// Operator action: the book is due yesterday (unless it was due even earlier), so it is
-    /// overdue and the card UNAVAILABLE. Marking it again changes nothing.
+    /// overdue and the card UNAVAILABLE. Marking it again changes nothing. Only a RENTED book
+    /// can be overdue: a PENDING rental is not the member's yet, and a RETURN_PENDING book is
+    /// already back (its late fee was fixed when it was handed in).
     pub fn mark_overdue(
         &mut self,
         book_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Change, RuleViolation> {
         let item = self.held_item_mut(book_id)?;
+        match item.state {
+            ItemState::Pending => return Err(RuleViolation::RentPending(book_id)),
+            ItemState::ReturnPending => return Err(RuleViolation::ReturnInProgress(book_id)),
+            _ => {}
+        }
         item.due_at = item.due_at.min(now - Duration::days(1));
         item.overdue = true;
         let marked = item.clone();
@@ -474,7 +482,7 @@ mod tests {
         book: Uuid,
         now: DateTime<Utc>,
     ) -> Result<i64, RuleViolation> {
-        let started = card.return_book(book, now)?;
+        let started = card.return_book(book, now)?.expect("a return started");
         let item_id = item_of(&started).item_id;
         card.confirm_return(item_id, now).expect("confirm return");
         Ok(late_fee(started))
@@ -594,11 +602,45 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_return_while_pending_changes_nothing() {
+        let mut card = card();
+        let book = rent(&mut card, t0());
+        card.mark_overdue(book, t0()).expect("mark");
+        assert!(matches!(card.return_book(book, t0()), Ok(Some(_))));
+        let after_first = card.clone();
+        assert_eq!(card.return_book(book, t0()), Ok(None));
+        assert_eq!(card, after_first, "same card, same late fee");
+        assert_eq!(card.late_fee, 10, "charged once");
+    }
+
+    #[test]
+    fn only_a_rented_book_can_be_marked_overdue() {
+        let mut card = card();
+        let book = Uuid::now_v7();
+        card.rent(book, "Pending".into(), t0()).expect("rent");
+        assert_eq!(
+            card.mark_overdue(book, t0()),
+            Err(RuleViolation::RentPending(book))
+        );
+        let rented = rent(&mut card, t0());
+        card.return_book(rented, t0()).expect("return");
+        assert_eq!(
+            card.mark_overdue(rented, t0()),
+            Err(RuleViolation::ReturnInProgress(rented))
+        );
+        assert!(card.items.iter().all(|item| !item.overdue));
+        assert_eq!(card.late_fee, 0);
+    }
+
+    #[test]
     fn a_rejected_return_puts_the_item_back_and_removes_its_fee() {
         let mut card = card();
         let book = rent(&mut card, t0());
         card.mark_overdue(book, t0()).expect("mark");
-        assert_eq!(card.return_book(book, t0()).map(late_fee), Ok(10));
+        assert_eq!(
+            card.return_book(book, t0()).map(|c| c.map(late_fee)),
+            Ok(Some(10))
+        );
         assert_eq!(card.items[0].state, ItemState::ReturnPending);
         assert_eq!(
             card.clear_overdue(10, t0()),

@@ -156,6 +156,10 @@ where
         .ok_or(RentalError::CardNotFound(member_id))?;
     let mut card = loaded.card.clone();
     let outcome = rule(&mut card)?;
+    if card == loaded.card {
+        // A repeat that changes nothing (a retried ReturnBook) writes nothing either.
+        return Ok((card, outcome));
+    }
     match save(txn, &loaded, &card).await {
         Ok(()) => {}
         Err(SaveError::Conflict) => return Err(RentalError::Contended),
