@@ -61,6 +61,7 @@ fn card_message(card: &RentalCard) -> pb::RentalCard {
         member_id: card.member_id.to_string(),
         status: status.into(),
         late_fee: card.late_fee,
+        late_fee_in_payment: card.late_fee_in_payment,
         rented_items: card.held_items().map(item_message).collect(),
         returned_items: card
             .items

@@ -97,6 +97,11 @@ pub enum Change {
         /// The points the member pays.
         points: i64,
     },
+    /// The member service deducted the cleared fee's points: the card is free again.
+    LateFeePaid {
+        /// The points paid.
+        points: i64,
+    },
     /// The member could not pay: the late fee is owed again (compensation).
     LateFeeRestored {
         /// The points owed again.
@@ -115,7 +120,9 @@ impl Change {
             | Self::ReturnConfirmed(item)
             | Self::ReturnCanceled { item, .. }
             | Self::MarkedOverdue(item) => Some(item),
-            Self::OverdueCleared { .. } | Self::LateFeeRestored { .. } => None,
+            Self::OverdueCleared { .. }
+            | Self::LateFeePaid { .. }
+            | Self::LateFeeRestored { .. } => None,
         }
     }
 }
@@ -145,6 +152,8 @@ pub enum RuleViolation {
     NothingToClear,
     #[error("the late fee is {expected} points; exactly that amount must be paid")]
     WrongAmount { expected: i64 },
+    #[error("a payment of {0} points is being confirmed; the card is free once it is")]
+    PaymentPending(i64),
 }
 
 impl RuleViolation {
@@ -162,6 +171,7 @@ impl RuleViolation {
             Self::BooksOutstanding(_) => "BOOKS_OUTSTANDING",
             Self::NothingToClear => "NOTHING_TO_CLEAR",
             Self::WrongAmount { .. } => "WRONG_AMOUNT",
+            Self::PaymentPending(_) => "PAYMENT_PENDING",
         }
     }
 
@@ -181,6 +191,10 @@ pub struct RentalCard {
     pub member_id: Uuid,
     pub status: CardStatus,
     pub late_fee: i64,
+    /// Points of a cleared late fee that the member service has not confirmed deducting yet.
+    /// The card stays UNAVAILABLE meanwhile: a member who cannot pay must not rent in the
+    /// gap before the compensation restores the fee.
+    pub late_fee_in_payment: i64,
     /// Every item ever put on the card, oldest first.
     pub items: Vec<RentalItem>,
 }
@@ -192,6 +206,7 @@ impl RentalCard {
             member_id,
             status: CardStatus::Available,
             late_fee: 0,
+            late_fee_in_payment: 0,
             items: Vec::new(),
         }
     }
@@ -215,7 +230,9 @@ impl RentalCard {
                 item.overdue = true;
             }
         }
-        let blocked = self.late_fee > 0 || self.held_items().any(|item| item.overdue);
+        let blocked = self.late_fee > 0
+            || self.late_fee_in_payment > 0
+            || self.held_items().any(|item| item.overdue);
         self.status = if blocked {
             CardStatus::Unavailable
         } else {
@@ -343,13 +360,30 @@ impl RentalCard {
         }))
     }
 
+    /// Saga step: the member service deducted the cleared fee's `points`, so the payment is
+    /// complete (and the card AVAILABLE unless something else blocks it). `None` when nothing
+    /// was being paid (a redelivered confirmation).
+    pub fn confirm_payment(&mut self, points: i64, now: DateTime<Utc>) -> Option<Change> {
+        if self.late_fee_in_payment == 0 {
+            return None;
+        }
+        let points = points.clamp(0, self.late_fee_in_payment);
+        self.late_fee_in_payment -= points;
+        self.refresh(now);
+        Some(Change::LateFeePaid { points })
+    }
+
     /// Saga compensation: the member could not pay the cleared late fee, so it is owed again
-    /// (and the card UNAVAILABLE).
-    pub fn restore_late_fee(&mut self, points: i64, now: DateTime<Utc>) -> Change {
-        let points = points.max(0);
+    /// (and the card UNAVAILABLE). `None` when nothing was being paid (a redelivery).
+    pub fn restore_late_fee(&mut self, points: i64, now: DateTime<Utc>) -> Option<Change> {
+        if self.late_fee_in_payment == 0 {
+            return None;
+        }
+        let points = points.clamp(0, self.late_fee_in_payment);
+        self.late_fee_in_payment -= points;
         self.late_fee += points;
         self.refresh(now);
-        Change::LateFeeRestored { points }
+        Some(Change::LateFeeRestored { points })
     }
 
     /// The item with `item_id`, whatever its state.
@@ -425,12 +459,22 @@ impl RentalCard {
     }
 
     /// Pays the late fee with `points`, which must match it exactly, once every book is back.
+    /// The card stays UNAVAILABLE until the member service confirms the deduction
+    /// ([`Self::confirm_payment`]) or refuses it ([`Self::restore_late_fee`]). `None` for a
+    /// repeat of the same payment while it is being confirmed (a retried ClearOverdue).
     pub fn clear_overdue(
         &mut self,
         points: i64,
         now: DateTime<Utc>,
-    ) -> Result<Change, RuleViolation> {
+    ) -> Result<Option<Change>, RuleViolation> {
         self.refresh(now);
+        if self.late_fee_in_payment > 0 {
+            return if self.late_fee == 0 && points == self.late_fee_in_payment {
+                Ok(None)
+            } else {
+                Err(RuleViolation::PaymentPending(self.late_fee_in_payment))
+            };
+        }
         let outstanding = self.held_items().count();
         if outstanding > 0 {
             return Err(RuleViolation::BooksOutstanding(outstanding));
@@ -444,8 +488,9 @@ impl RentalCard {
             });
         }
         self.late_fee = 0;
+        self.late_fee_in_payment = points;
         self.refresh(now);
-        Ok(Change::OverdueCleared { points })
+        Ok(Some(Change::OverdueCleared { points }))
     }
 }
 
@@ -593,8 +638,30 @@ mod tests {
             Err(RuleViolation::WrongAmount { expected: 10 })
         );
         assert_eq!(card.status, CardStatus::Unavailable);
-        card.clear_overdue(10, t0()).expect("clear");
-        assert_eq!((card.late_fee, card.status), (0, CardStatus::Available));
+        assert!(matches!(
+            card.clear_overdue(10, t0()),
+            Ok(Some(Change::OverdueCleared { points: 10 }))
+        ));
+        // Not free until the member service confirms the deduction.
+        assert_eq!(
+            (card.late_fee, card.late_fee_in_payment, card.status),
+            (0, 10, CardStatus::Unavailable)
+        );
+        assert_eq!(card.clear_overdue(10, t0()), Ok(None), "a retried clear");
+        assert_eq!(
+            card.clear_overdue(7, t0()),
+            Err(RuleViolation::PaymentPending(10))
+        );
+        assert!(card.rent(Uuid::now_v7(), "Too soon".into(), t0()).is_err());
+        assert_eq!(
+            card.confirm_payment(10, t0()),
+            Some(Change::LateFeePaid { points: 10 })
+        );
+        assert_eq!(card.confirm_payment(10, t0()), None, "a redelivery");
+        assert_eq!(
+            (card.late_fee, card.late_fee_in_payment, card.status),
+            (0, 0, CardStatus::Available)
+        );
         assert_eq!(
             card.clear_overdue(10, t0()),
             Err(RuleViolation::NothingToClear)
@@ -667,9 +734,21 @@ mod tests {
         card.mark_overdue(book, t0()).expect("mark");
         give_back(&mut card, book, t0()).expect("return");
         card.clear_overdue(10, t0()).expect("clear");
-        assert_eq!(card.status, CardStatus::Available);
-        card.restore_late_fee(10, t0());
-        assert_eq!((card.late_fee, card.status), (10, CardStatus::Unavailable));
+        assert_eq!(
+            card.status,
+            CardStatus::Unavailable,
+            "until the deduction is confirmed"
+        );
+        assert!(card.rent(Uuid::now_v7(), "Meanwhile".into(), t0()).is_err());
+        assert_eq!(
+            card.restore_late_fee(10, t0()),
+            Some(Change::LateFeeRestored { points: 10 })
+        );
+        assert_eq!(card.restore_late_fee(10, t0()), None, "a redelivery");
+        assert_eq!(
+            (card.late_fee, card.late_fee_in_payment, card.status),
+            (10, 0, CardStatus::Unavailable)
+        );
     }
 
     #[test]

@@ -79,7 +79,10 @@ pub fn published(member_id: Uuid, change: &Change) -> Option<NewEvent> {
                 points: *points,
             },
         ),
-        Change::ReturnConfirmed(_) | Change::MarkedOverdue(_) | Change::LateFeeRestored { .. } => {
+        Change::ReturnConfirmed(_)
+        | Change::MarkedOverdue(_)
+        | Change::LateFeePaid { .. }
+        | Change::LateFeeRestored { .. } => {
             return None;
         }
     };

@@ -4,8 +4,9 @@
 //! RentConfirmed); BookReservationRejected cancels it (CANCELED with the reason, then
 //! RentCanceled, on which the member service takes its points back); BookReturned completes a
 //! return; BookReturnRejected puts the item back (RENTED, its late fee removed, then
-//! ReturnCanceled). From the member service's feed: PointsDeductionRejected restores the late
-//! fee a member could not pay.
+//! ReturnCanceled). From the member service's feed: PointsDeducted completes a cleared late
+//! fee's payment (the card is free again); PointsDeductionRejected restores the fee a member
+//! could not pay.
 //!
 //! Each step is recorded for the saga's history, in the same transaction as its effect.
 
@@ -14,7 +15,7 @@ use bookmesh::events::{Event, decode};
 use bookmesh::proto::book::v1::{
     BookReservationRejected, BookReserved, BookReturnRejected, BookReturned,
 };
-use bookmesh::proto::member::v1::PointsDeductionRejected;
+use bookmesh::proto::member::v1::{PointsDeducted, PointsDeductionRejected};
 use futures::future::BoxFuture;
 use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
@@ -80,7 +81,13 @@ impl EventHandler for MemberEvents {
         event: &'a Event,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            if let Some(rejection) = decode::<PointsDeductionRejected>(event)? {
+            if let Some(deducted) = decode::<PointsDeducted>(event)? {
+                let member_id = parse("member_id", &deducted.member_id)?;
+                store::update_in(txn, member_id, |card| {
+                    Ok(card.confirm_payment(deducted.points, bookmesh::db::now()))
+                })
+                .await?;
+            } else if let Some(rejection) = decode::<PointsDeductionRejected>(event)? {
                 let member_id = parse("member_id", &rejection.member_id)?;
                 store::update_in(txn, member_id, |card| {
                     Ok(card.restore_late_fee(rejection.points, bookmesh::db::now()))

@@ -45,7 +45,8 @@ pub struct Report {
     pub members: usize,
     pub books: usize,
     pub items: usize,
-    /// Items still PENDING or RETURN_PENDING: the sagas have not settled yet.
+    /// Items still PENDING or RETURN_PENDING, and late-fee payments not yet confirmed: the
+    /// sagas have not settled yet.
     pub settling: usize,
     pub violations: Vec<String>,
 }
@@ -140,6 +141,9 @@ pub async fn check(endpoints: &Endpoints) -> anyhow::Result<Report> {
     let mut holders: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut confirmed: HashMap<&str, i64> = HashMap::new();
     for card in &cards {
+        if card.late_fee_in_payment > 0 {
+            report.settling += 1;
+        }
         for item in card
             .rented_items
             .iter()

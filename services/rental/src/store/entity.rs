@@ -11,6 +11,8 @@ pub mod card {
         /// `AVAILABLE` or `UNAVAILABLE`.
         pub status: String,
         pub late_fee: i64,
+        /// Points of a cleared late fee whose deduction is not confirmed yet.
+        pub late_fee_in_payment: i64,
         /// Optimistic concurrency: every save bumps it, and a save that finds another value
         /// lost a race and is retried on fresh data.
         pub version: i64,

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(bookmesh::events::tables::CreateEventTables),
             Box::new(AddCancelReason),
             Box::new(CreateSagaSteps),
+            Box::new(AddLateFeeInPayment),
         ]
     }
 }
@@ -25,6 +26,7 @@ enum RentalCards {
     MemberId,
     Status,
     LateFee,
+    LateFeeInPayment,
     Version,
 }
 
@@ -220,6 +222,46 @@ impl MigrationTrait for CreateSagaSteps {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(SagaSteps::Table).to_owned())
+            .await
+    }
+}
+
+struct AddLateFeeInPayment;
+
+impl MigrationName for AddLateFeeInPayment {
+    fn name(&self) -> &str {
+        "m0004_add_late_fee_in_payment"
+    }
+}
+
+// The trait's signature elides the SchemaManager lifetime; matching it exactly is required.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for AddLateFeeInPayment {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RentalCards::Table)
+                    .add_column(
+                        ColumnDef::new(RentalCards::LateFeeInPayment)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RentalCards::Table)
+                    .drop_column(RentalCards::LateFeeInPayment)
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -282,6 +282,7 @@ async fn load(
             member_id,
             status,
             late_fee: row.late_fee,
+            late_fee_in_payment: row.late_fee_in_payment,
             items,
         },
         version: Some(row.version),
@@ -301,6 +302,7 @@ async fn save(
                 member_id: Set(key.clone()),
                 status: Set(card_status_text(card.status).to_owned()),
                 late_fee: Set(card.late_fee),
+                late_fee_in_payment: Set(card.late_fee_in_payment),
                 version: Set(1),
             })
             .exec(db)
@@ -313,6 +315,10 @@ async fn save(
                     Expr::value(card_status_text(card.status)),
                 )
                 .col_expr(card::Column::LateFee, Expr::value(card.late_fee))
+                .col_expr(
+                    card::Column::LateFeeInPayment,
+                    Expr::value(card.late_fee_in_payment),
+                )
                 .col_expr(card::Column::Version, Expr::value(version + 1))
                 .filter(card::Column::MemberId.eq(key.clone()))
                 .filter(card::Column::Version.eq(version))

@@ -151,7 +151,22 @@ async fn a_fee_the_member_cannot_pay_is_restored() {
         .into_inner()
         .rental_card
         .expect("card");
-    assert_eq!(cleared.status(), RentalStatus::Available);
+    // Not free while the deduction is unconfirmed: a member who cannot pay cannot slip a
+    // rental in before the compensation lands.
+    assert_eq!(
+        (cleared.status(), cleared.late_fee_in_payment),
+        (RentalStatus::Unavailable, 300)
+    );
+    let meanwhile = mesh.book("Meanwhile").await;
+    let refused = mesh
+        .rent(&member, &meanwhile)
+        .await
+        .expect_err("the card is not free");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     // The member service rejects the deduction; the rental service restores the fee.
     let rental = mesh.rental.clone();
     eventually("fee restored", Duration::from_secs(20), || {
@@ -164,7 +179,10 @@ async fn a_fee_the_member_cannot_pay_is_restored() {
                 .ok()?
                 .into_inner()
                 .rental_card?;
-            (card.late_fee == 300 && card.status() == RentalStatus::Unavailable).then_some(())
+            (card.late_fee == 300
+                && card.late_fee_in_payment == 0
+                && card.status() == RentalStatus::Unavailable)
+                .then_some(())
         }
     })
     .await;

@@ -1,9 +1,13 @@
 //! Returning books, overdue loans, the late fee and clearing it.
 
+use std::time::Duration;
+
 use bookmesh::proto::book::v1::BookStatus;
 use bookmesh::proto::rental::v1::{
-    ClearOverdueRequest, ItemState, MarkOverdueRequest, RentalStatus, ReturnBookRequest,
+    ClearOverdueRequest, GetRentalCardRequest, ItemState, MarkOverdueRequest, RentalStatus,
+    ReturnBookRequest,
 };
+use bookmesh::testing::eventually;
 use tonic::Code;
 
 use crate::helpers::{precondition_type, start_mesh};
@@ -96,9 +100,31 @@ async fn overdue_late_fee_and_clearing() {
         .into_inner()
         .rental_card
         .expect("card");
-    assert_eq!((card.late_fee, card.status()), (0, RentalStatus::Available));
-    // The clear-overdue saga: the member service deducts the fee's points.
+    // Until the member service confirms the deduction, the card is not free.
+    assert_eq!(
+        (card.late_fee, card.late_fee_in_payment, card.status()),
+        (0, 10, RentalStatus::Unavailable)
+    );
+    // The clear-overdue saga: the member service deducts the fee's points, and its
+    // confirmation frees the card.
     mesh.wait_for_points(&member, 10).await;
+    let rental = mesh.rental.clone();
+    let member_id = member.clone();
+    eventually("payment confirmed", Duration::from_secs(20), || {
+        let mut rental = rental.clone();
+        let member_id = member_id.clone();
+        async move {
+            let card = rental
+                .get_rental_card(GetRentalCardRequest { member_id })
+                .await
+                .ok()?
+                .into_inner()
+                .rental_card?;
+            (card.late_fee_in_payment == 0 && card.status() == RentalStatus::Available)
+                .then_some(())
+        }
+    })
+    .await;
     mesh.rent(&member, &other_book)
         .await
         .expect("renting again");
