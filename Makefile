@@ -30,7 +30,7 @@ test-db: build ## Run the persistence suites against the local PostgreSQL and Ma
 	scripts/drop-test-databases.sh
 	for engine in postgres mysql; do \
 	  BOOKMESH_TEST_DB=$$engine $(CARGO) test -p book-service -p member-service -p rental-service --tests && \
-	  BOOKMESH_TEST_DB=$$engine $(CARGO) test -p bookmesh-mesh-tests --test server_runtime --test database_contention --test database_tls || exit 1; \
+	  BOOKMESH_TEST_DB=$$engine $(CARGO) test -p bookmesh-mesh-tests --test server_runtime --test database_contention --test database_tls --test outbox_relays || exit 1; \
 	done
 	scripts/drop-test-databases.sh
 

@@ -86,25 +86,36 @@ impl Relay {
     /// Publishes what is pending; returns how many rows it published.
     pub async fn publish_pending(&self) -> Result<usize, DbErr> {
         let txn = self.db.begin().await?;
-        let pending = outbox::Entity::find()
-            .filter(outbox::Column::FeedSequence.is_null())
-            .order_by_asc(outbox::Column::Id)
-            .limit(500)
-            .all(&txn)
-            .await?;
+        let pending = pending_rows(&txn).await?;
         if pending.is_empty() {
             return Ok(0);
         }
-        let last: Option<i64> = outbox::Entity::find()
-            .select_only()
-            .column_as(outbox::Column::FeedSequence.max(), "last")
-            .into_tuple::<Option<i64>>()
-            .one(&txn)
-            .await?
-            .flatten();
-        let mut next = last.unwrap_or(0);
-        for row in &pending {
-            next += 1;
+        let last = last_published(&txn).await?;
+        let (published, last) = self.assign_positions(&txn, &pending, last).await?;
+        txn.commit().await?;
+        self.published.send_if_modified(|known| {
+            let newer = last > *known;
+            *known = (*known).max(last);
+            newer
+        });
+        Ok(published)
+    }
+
+    /// Gives `pending` rows the positions after `last`, in order, and returns how many it
+    /// published and the last position given. A position is used only by a row this relay
+    /// actually published: another replica's relay may have published some of `pending` since
+    /// they were read (its update wins the row; ours then matches nothing), and skipping a
+    /// position for those would leave a gap in the feed. Two relays that read the same `last`
+    /// collide on the unique position instead: one fails, rolls back and tries again.
+    async fn assign_positions(
+        &self,
+        txn: &impl ConnectionTrait,
+        pending: &[outbox::Model],
+        mut last: i64,
+    ) -> Result<(usize, i64), DbErr> {
+        let mut published = 0;
+        for row in pending {
+            let position = last + 1;
             // A producer span per published event, in the event's trace.
             let span = tracing::info_span!(
                 "publish",
@@ -120,16 +131,18 @@ impl Relay {
                 &span,
                 crate::trace_context::TraceContext::parse(&row.traceparent),
             );
-            outbox::Entity::update_many()
-                .col_expr(outbox::Column::FeedSequence, Expr::value(next))
+            let updated = outbox::Entity::update_many()
+                .col_expr(outbox::Column::FeedSequence, Expr::value(position))
                 .filter(outbox::Column::Id.eq(row.id))
                 .filter(outbox::Column::FeedSequence.is_null())
-                .exec(&txn)
+                .exec(txn)
                 .await?;
+            if updated.rows_affected == 1 {
+                last = position;
+                published += 1;
+            }
         }
-        txn.commit().await?;
-        self.published.send_replace(next);
-        Ok(pending.len())
+        Ok((published, last))
     }
 
     /// Exports the backlog: unpublished rows and the age of the oldest.
@@ -159,13 +172,7 @@ impl Relay {
     /// replicas do not wake this one). Failures are logged and retried with backoff.
     pub async fn run(self, poll: Duration) {
         let mut backoff = Duration::from_millis(50);
-        if let Ok(Some(Some(last))) = outbox::Entity::find()
-            .select_only()
-            .column_as(outbox::Column::FeedSequence.max(), "last")
-            .into_tuple::<Option<i64>>()
-            .one(&self.db)
-            .await
-        {
+        if let Ok(last) = last_published(&self.db).await {
             self.published.send_replace(last);
         }
         loop {
@@ -197,6 +204,28 @@ impl Relay {
             }
         }
     }
+}
+
+/// Rows not published yet, oldest first, a batch at a time.
+async fn pending_rows(db: &impl ConnectionTrait) -> Result<Vec<outbox::Model>, DbErr> {
+    outbox::Entity::find()
+        .filter(outbox::Column::FeedSequence.is_null())
+        .order_by_asc(outbox::Column::Id)
+        .limit(500)
+        .all(db)
+        .await
+}
+
+/// The highest position published so far (0 for none).
+async fn last_published(db: &impl ConnectionTrait) -> Result<i64, DbErr> {
+    Ok(outbox::Entity::find()
+        .select_only()
+        .column_as(outbox::Column::FeedSequence.max(), "last")
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await?
+        .flatten()
+        .unwrap_or(0))
 }
 
 /// The envelope of a published outbox row.
@@ -256,6 +285,50 @@ mod tests {
             aggregate_id: aggregate.into(),
             payload: vec![1, 2, 3],
         }
+    }
+
+    #[tokio::test]
+    async fn rows_another_relay_published_meanwhile_leave_no_gap() {
+        let db = Database::connect("sqlite::memory:").await.expect("sqlite");
+        EventTables::up(&db, None).await.expect("migrate");
+        append(&db, vec![new_event("a"), new_event("b")])
+            .await
+            .expect("append");
+        let ours = Relay::new("test", db.clone());
+        let rival = Relay::new("test", db.clone());
+        // Ours reads the pending rows; the rival publishes them before ours reads the last
+        // position (PostgreSQL's READ COMMITTED lets each query see the latest commit).
+        let stale = pending_rows(&db).await.expect("pending");
+        append(&db, vec![new_event("c")]).await.expect("append");
+        let mut stale_and_new = stale;
+        stale_and_new.extend(
+            pending_rows(&db)
+                .await
+                .expect("pending")
+                .into_iter()
+                .skip(2),
+        );
+        assert_eq!(rival.publish_pending().await, Ok(3));
+        append(&db, vec![new_event("d")]).await.expect("append");
+        stale_and_new.extend(pending_rows(&db).await.expect("pending"));
+        let last = last_published(&db).await.expect("last");
+        assert_eq!(last, 3);
+        let txn = db.begin().await.expect("begin");
+        let (published, last) = ours
+            .assign_positions(&txn, &stale_and_new, last)
+            .await
+            .expect("assign");
+        txn.commit().await.expect("commit");
+        assert_eq!((published, last), (1, 4), "only d, at 4");
+        let positions: Vec<Option<i64>> = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Id)
+            .all(&db)
+            .await
+            .expect("rows")
+            .into_iter()
+            .map(|row| row.feed_sequence)
+            .collect();
+        assert_eq!(positions, vec![Some(1), Some(2), Some(3), Some(4)]);
     }
 
     #[tokio::test]
