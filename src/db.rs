@@ -220,8 +220,8 @@ pub(crate) fn record_pool_metrics(db: &DatabaseConnection) {
 }
 
 /// Whether `error` means "another transaction holds the lock or got there first": SQLite's busy
-/// or locked writer, or a serialization failure or deadlock on PostgreSQL and MySQL/MariaDB
-/// (SQLSTATE class 40). Retrying the whole transaction on fresh data is the cure; nothing is
+/// or locked writer, a serialization failure or deadlock on PostgreSQL and MySQL/MariaDB
+/// (SQLSTATE class 40), or a lock wait or statement that ran out of time. Retrying the whole transaction on fresh data is the cure; nothing is
 /// wrong with the request. The one place that decides it, by the driver's error code rather
 /// than its message text (which differs between versions and locales).
 pub fn is_contention(error: &DbErr) -> bool {
@@ -248,9 +248,19 @@ pub fn is_contention(error: &DbErr) -> bool {
             .parse::<i32>()
             .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
     }
-    // 40001 serialization_failure (PostgreSQL; MySQL's ER_LOCK_DEADLOCK 1213 too) and
-    // 40P01 deadlock_detected (PostgreSQL).
-    matches!(&*code, "40001" | "40P01")
+    if let Some(mysql) = database.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        // Waits that ran out share the generic SQLSTATE HY000; their numbers tell them apart:
+        // ER_LOCK_WAIT_TIMEOUT (innodb_lock_wait_timeout), MySQL's ER_QUERY_TIMEOUT
+        // (max_execution_time) and MariaDB's ER_STATEMENT_TIMEOUT (max_statement_time).
+        if matches!(mysql.number(), 1205 | 3024 | 1969) {
+            return true;
+        }
+    }
+    // 40001 serialization_failure (PostgreSQL; MySQL's ER_LOCK_DEADLOCK 1213 too), 40P01
+    // deadlock_detected, 55P03 lock_not_available (lock_timeout) and 57014 query_canceled
+    // (statement_timeout), all PostgreSQL: another transaction held what this one needed for
+    // longer than it would wait, which a retry on fresh data cures like a deadlock.
+    matches!(&*code, "40001" | "40P01" | "55P03" | "57014")
 }
 
 #[cfg(test)]

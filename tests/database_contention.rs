@@ -75,3 +75,55 @@ async fn two_transactions_locking_rows_in_opposite_order_are_contention_not_fail
         database.engine
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_that_runs_out_is_contention_not_failure() {
+    let database = TestDatabase::fresh().await;
+    if database.engine == Engine::Sqlite {
+        // One writer: the busy writer above is the only wait SQLite has.
+        return;
+    }
+    let db = pool(&database).await;
+    db.execute_unprepared("CREATE TABLE counters (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+        .await
+        .expect("create");
+    db.execute_unprepared("INSERT INTO counters (id, n) VALUES (1, 0)")
+        .await
+        .expect("insert");
+    let holder = db.begin().await.expect("begin");
+    holder
+        .execute_unprepared("UPDATE counters SET n = n + 1 WHERE id = 1")
+        .await
+        .expect("holder locks the row");
+    let waiter = db.begin().await.expect("begin");
+    let short_wait = match database.engine {
+        Engine::Postgres => "SET LOCAL lock_timeout = '200ms'",
+        _ => "SET SESSION innodb_lock_wait_timeout = 1",
+    };
+    waiter
+        .execute_unprepared(short_wait)
+        .await
+        .expect("set timeout");
+    let refused = waiter
+        .execute_unprepared("UPDATE counters SET n = n + 1 WHERE id = 1")
+        .await
+        .expect_err("the lock is held for longer than the waiter waits");
+    assert!(
+        bookmesh::db::is_contention(&refused),
+        "{refused:?} on {:?} is contention",
+        database.engine
+    );
+    if database.engine == Engine::Postgres {
+        let statement = db.begin().await.expect("begin");
+        statement
+            .execute_unprepared("SET LOCAL statement_timeout = '100ms'")
+            .await
+            .expect("set timeout");
+        let refused = statement
+            .execute_unprepared("SELECT pg_sleep(2)")
+            .await
+            .expect_err("the statement runs longer than allowed");
+        assert!(bookmesh::db::is_contention(&refused), "{refused:?}");
+    }
+    holder.rollback().await.expect("rollback");
+}
