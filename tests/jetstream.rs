@@ -192,3 +192,83 @@ async fn replicas_with_their_own_consumers_each_apply_every_event() {
         .expect("clean up");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A handler whose first event takes longer than the consumer's 5 s ack wait.
+#[derive(Default)]
+struct SlowFirstEvent(std::sync::atomic::AtomicU32);
+
+impl bookmesh::events::consumer::EventHandler for SlowFirstEvent {
+    fn handle<'a>(
+        &'a self,
+        _txn: &'a sea_orm::DatabaseTransaction,
+        _event: &'a bookmesh::events::Event,
+    ) -> futures::future::BoxFuture<'a, Result<(), bookmesh::events::consumer::HandlerError>> {
+        Box::pin(async move {
+            if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server with JetStream: make test-nats"]
+async fn a_step_longer_than_the_ack_wait_is_not_redelivered_while_it_runs() {
+    let (dir, settings, producer_db, relay) = producer_with_events(2).await;
+    publish_until(&producer_db, &settings, &relay, 2).await;
+    let handler = Arc::new(SlowFirstEvent::default());
+    let processor = Arc::new(Processor::new(
+        event_tables_database(&dir, "slow").await,
+        ConsumerConfig::new("slow", "test"),
+        handler.clone(),
+    ));
+    let readiness = Readiness::new();
+    readiness.set_serving(true);
+    let task = tokio::spawn(run_consumer(
+        processor.clone(),
+        settings.clone(),
+        "slow".into(),
+        "test".into(),
+        readiness,
+    ));
+    let js = async_nats::jetstream::new(
+        async_nats::connect(settings.url.as_str())
+            .await
+            .expect("nats"),
+    );
+    let stream = js
+        .get_stream(settings.stream_name("test"))
+        .await
+        .expect("stream");
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        bookmesh::testing::eventually("the consumer exists", Duration::from_secs(20), || {
+            let stream = stream.clone();
+            async move {
+                let mut names = stream.consumer_names();
+                let name = names.next().await?.ok()?;
+                stream.get_consumer(&name).await.ok()
+            }
+        })
+        .await;
+    // While the slow step runs (8 s, past the 5 s ack wait), watch what the server does with
+    // the message it is waiting an ack for.
+    let mut most_redelivered = 0;
+    while processor.position().await.unwrap_or_default() < 2 {
+        if let Ok(info) = consumer.info().await {
+            most_redelivered = most_redelivered.max(info.num_redelivered);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "slow step: at most {most_redelivered} redelivered while it ran, handler called {} times",
+        handler.0.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(most_redelivered, 0, "progress acks held the message");
+    assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    task.abort();
+    js.delete_stream(settings.stream_name("test"))
+        .await
+        .expect("clean up");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -30,6 +30,10 @@ use super::tables::outbox;
 use crate::config::{EventArgs, EventTransport};
 use crate::readiness::Readiness;
 
+/// How long the server waits for a delivered message's ack before redelivering it: what a
+/// crashed replica costs. A step that runs longer sends "in progress" acks every half of it.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Where JetStream is and how streams are named.
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
@@ -248,7 +252,7 @@ pub async fn run_consumer(
                         durable_name: Some(durable_name.clone()),
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
                         // A crashed replica's in-flight message is redelivered after this.
-                        ack_wait: Duration::from_secs(5),
+                        ack_wait: ACK_WAIT,
                         max_ack_pending: 1,
                         // A replica's own consumer outlives a restart of its container, but
                         // not the replica: the server deletes it once nobody pulled for this
@@ -313,7 +317,24 @@ pub async fn run_consumer(
                 let _ = message.ack().await;
                 continue;
             }
-            match processor.process(&event).await {
+            // A step may take longer than the ack wait (a slow database, retries with
+            // backoff): "in progress" acks keep the server from redelivering it meanwhile (to
+            // this replica later, or to another one now).
+            let processed = processor.process(&event);
+            tokio::pin!(processed);
+            let mut progress =
+                tokio::time::interval_at(tokio::time::Instant::now() + ACK_WAIT / 2, ACK_WAIT / 2);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut processed => break outcome,
+                    _ = progress.tick() => {
+                        if let Err(error) = message.ack_with(jetstream::AckKind::Progress).await {
+                            tracing::debug!(event_id = %event.event_id, %error, "progress ack failed");
+                        }
+                    }
+                }
+            };
+            match outcome {
                 Ok(_) => {
                     if let Err(error) = message.ack().await {
                         // Redelivered later; the inbox makes that a no-op.
