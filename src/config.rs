@@ -329,6 +329,40 @@ pub struct EventArgs {
     /// subscribing in a loop must not multiply them without a bound.
     #[arg(long, env = "BOOKMESH_MAX_FEED_SUBSCRIBERS", default_value_t = 64)]
     pub max_feed_subscribers: usize,
+
+    /// How long published events stay in the outbox (and so on the feed). A consumer whose
+    /// cursor falls further behind is told OUT_OF_RANGE rather than skipping events.
+    #[arg(long, env = "BOOKMESH_OUTBOX_RETENTION", value_parser = parse_duration, default_value = "7d")]
+    pub outbox_retention: Duration,
+
+    /// How long the ids of applied events are kept to recognise a redelivery. Far longer than
+    /// any redelivery can take.
+    #[arg(long, env = "BOOKMESH_INBOX_RETENTION", value_parser = parse_duration, default_value = "7d")]
+    pub inbox_retention: Duration,
+
+    /// How long a dead letter waits for a redrive before it is deleted.
+    #[arg(long, env = "BOOKMESH_DEAD_LETTER_RETENTION", value_parser = parse_duration, default_value = "30d")]
+    pub dead_letter_retention: Duration,
+
+    /// How long a service's history tables (rental's saga steps) keep their rows.
+    #[arg(long, env = "BOOKMESH_HISTORY_RETENTION", value_parser = parse_duration, default_value = "90d")]
+    pub history_retention: Duration,
+
+    /// Time between two rounds of pruning; 0s turns pruning off.
+    #[arg(long, env = "BOOKMESH_PRUNE_INTERVAL", value_parser = parse_duration, default_value = "10m")]
+    pub prune_interval: Duration,
+
+    /// Rows deleted per statement while pruning.
+    #[arg(long, env = "BOOKMESH_PRUNE_BATCH", default_value_t = 1000)]
+    pub prune_batch: u64,
+
+    /// JetStream: age after which the server drops an event from the producer's stream.
+    #[arg(long, env = "BOOKMESH_NATS_MAX_AGE", value_parser = parse_duration, default_value = "7d")]
+    pub nats_max_age: Duration,
+
+    /// JetStream: bytes a producer's stream may hold; the oldest events go first.
+    #[arg(long, env = "BOOKMESH_NATS_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub nats_max_bytes: i64,
 }
 
 /// The event transport.
@@ -349,6 +383,14 @@ impl std::fmt::Debug for EventArgs {
             .field("nats_prefix", &self.nats_prefix)
             .field("nats_replica_consumer", &self.nats_replica_consumer)
             .field("max_feed_subscribers", &self.max_feed_subscribers)
+            .field("outbox_retention", &self.outbox_retention)
+            .field("inbox_retention", &self.inbox_retention)
+            .field("dead_letter_retention", &self.dead_letter_retention)
+            .field("history_retention", &self.history_retention)
+            .field("prune_interval", &self.prune_interval)
+            .field("prune_batch", &self.prune_batch)
+            .field("nats_max_age", &self.nats_max_age)
+            .field("nats_max_bytes", &self.nats_max_bytes)
             .finish()
     }
 }
@@ -399,7 +441,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h)"))?;
+        .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m, h or d)"))?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
@@ -409,7 +451,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
         "h" => Ok(Duration::from_secs(number * 3600)),
-        _ => Err(format!("`{text}` has an unknown unit (use ms, s, m or h)")),
+        "d" => Ok(Duration::from_secs(number * 86_400)),
+        _ => Err(format!(
+            "`{text}` has an unknown unit (use ms, s, m, h or d)"
+        )),
     }
 }
 

@@ -260,3 +260,12 @@ pub(crate) static SERVER_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["rpc_service", "rpc_method"],
     )
 });
+
+/// Rows deleted by retention, by table.
+pub(crate) static ROWS_PRUNED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bookmesh_rows_pruned_total",
+        "Rows deleted by retention, by table",
+        &["table"],
+    )
+});

@@ -32,6 +32,7 @@ use crate::config::{EventArgs, ServiceArgs};
 use crate::events::consumer::{ConsumerConfig, EventHandler, Processor};
 use crate::events::dead_letters::{DeadLetterServer, DeadLetters};
 use crate::events::outbox::Relay;
+use crate::events::retention::RetentionTarget;
 use crate::events::{Consumer, Producer};
 use crate::identity::Identity;
 use crate::readiness::Readiness;
@@ -77,6 +78,8 @@ pub struct Parts {
     relay: Relay,
     producer: Option<Producer>,
     consumers: Vec<Consumer>,
+    /// The tables the pruner keeps bounded.
+    retention: Vec<RetentionTarget>,
 }
 
 impl Parts {
@@ -99,6 +102,9 @@ impl Parts {
     /// serves the event feed. Returns the relay, for a store to wake after its commits.
     pub fn publish_events(&mut self) -> Relay {
         if self.producer.is_none() {
+            self.retain(crate::events::retention::outbox_target(
+                self.events.outbox_retention,
+            ));
             self.producer = Some(crate::events::start_producer(
                 self.relay.clone(),
                 &self.readiness,
@@ -130,13 +136,38 @@ impl Parts {
             &self.readiness,
             &self.events,
         )?;
+        if self.consumers.is_empty() {
+            self.retain(crate::events::retention::inbox_target(
+                self.events.inbox_retention,
+            ));
+            self.retain(crate::events::retention::dead_letter_target(
+                self.events.dead_letter_retention,
+            ));
+        }
         self.consumers.push(consumer);
         Ok(())
     }
 
+    /// Keeps one of the service's own tables bounded (rental's saga steps): the pruner
+    /// deletes its rows once they are older than the target's retention.
+    pub fn retain(&mut self, target: RetentionTarget) {
+        self.retention.push(target);
+    }
+
+    /// How long the service's history tables keep their rows (`--history-retention`).
+    pub fn history_retention(&self) -> std::time::Duration {
+        self.events.history_retention
+    }
+
     /// The event services to serve, and the tasks to stop with the server.
     fn into_events(self) -> (EventServices, Vec<tokio::task::JoinHandle<()>>) {
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(crate::events::retention::run_pruner(
+            self.db.clone(),
+            self.retention,
+            self.events.prune_interval,
+            self.events.prune_batch,
+            self.readiness.clone(),
+        ))];
         let feed = self.producer.map(|producer| {
             tasks.push(producer.task);
             producer.feed
@@ -224,6 +255,7 @@ pub async fn serve_until<S: Service>(
         max_message_bytes: args.server.max_message_bytes,
         producer: None,
         consumers: Vec::new(),
+        retention: Vec::new(),
     };
     let api = match service.build(&mut parts) {
         Ok(api) => api,

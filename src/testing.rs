@@ -450,7 +450,10 @@ pub async fn event_tables_database(
 
     impl sea_orm_migration::MigratorTrait for EventTables {
         fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-            vec![Box::new(crate::events::tables::CreateEventTables)]
+            vec![
+                Box::new(crate::events::tables::CreateEventTables),
+                Box::new(crate::events::tables::IndexEventTables),
+            ]
         }
     }
 

@@ -26,6 +26,7 @@ async fn producer_with_events(
             .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
         replica: None,
+        limits: bookmesh::events::nats::StreamLimits::default(),
     };
     let producer_db = event_tables_database(&dir, "producer").await;
     let relay = Relay::new("test", producer_db.clone());

@@ -17,7 +17,10 @@ struct EventTables;
 
 impl MigratorTrait for EventTables {
     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(bookmesh::events::tables::CreateEventTables)]
+        vec![
+            Box::new(bookmesh::events::tables::CreateEventTables),
+            Box::new(bookmesh::events::tables::IndexEventTables),
+        ]
     }
 }
 

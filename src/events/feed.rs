@@ -88,6 +88,19 @@ impl EventFeedService for EventFeed {
             violations.add("after_sequence", "must not be negative");
             violations.into_result()?;
         }
+        // A cursor behind the outbox's retention would skip what was pruned: say so. A new
+        // subscriber (0) starts at the oldest event kept.
+        if after > 0
+            && let Some(oldest) = super::retention::pruned_after(&self.db, after)
+                .await
+                .map_err(|e| crate::status::database_error(&e))?
+        {
+            return Err(Status::out_of_range(format!(
+                "events after {after} up to {} were pruned (outbox retention); the oldest kept is {oldest}: \
+                 rebuild this consumer's state, then subscribe from there",
+                oldest - 1
+            )));
+        }
         let Ok(subscription) = self.subscriptions.clone().try_acquire_owned() else {
             return Err(Status::with_error_details(
                 tonic::Code::ResourceExhausted,

@@ -21,6 +21,7 @@ mod envelope;
 pub(crate) mod feed;
 pub mod nats;
 pub mod outbox;
+pub mod retention;
 pub mod tables;
 
 use std::sync::Arc;

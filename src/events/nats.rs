@@ -48,6 +48,27 @@ pub struct NatsSettings {
     /// pod): the replica then reads every event through its own durable consumer instead of
     /// competing with its siblings for a shared one.
     pub replica: Option<String>,
+    /// Limits of the producer's stream: the server drops the oldest events past them, so a
+    /// stream does not grow without a bound (the outbox's retention, on the broker).
+    pub limits: StreamLimits,
+}
+
+/// How much of its history a producer's stream keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Events older than this are dropped.
+    pub max_age: Duration,
+    /// Past this many bytes, the oldest events are dropped.
+    pub max_bytes: i64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(7 * 86_400),
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
 }
 
 impl NatsSettings {
@@ -58,6 +79,10 @@ impl NatsSettings {
             ca: args.nats_ca.clone(),
             prefix: args.nats_prefix.clone(),
             replica: args.nats_replica_consumer.clone(),
+            limits: StreamLimits {
+                max_age: args.nats_max_age,
+                max_bytes: args.nats_max_bytes,
+            },
         })
     }
 
@@ -143,16 +168,28 @@ async fn ensure_stream(
     settings: &NatsSettings,
     producer: &str,
 ) -> Result<stream::Stream, async_nats::Error> {
-    Ok(js
-        .get_or_create_stream(stream::Config {
-            name: settings.stream_name(producer),
-            subjects: vec![settings.subject(producer)],
-            // Long enough for any restart; consumers' inboxes cover the rest.
-            duplicate_window: Duration::from_secs(120),
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?)
+    let config = stream::Config {
+        name: settings.stream_name(producer),
+        subjects: vec![settings.subject(producer)],
+        // Long enough for any restart; consumers' inboxes cover the rest.
+        duplicate_window: Duration::from_secs(120),
+        storage: stream::StorageType::File,
+        // Bounded, oldest dropped first: a consumer further behind than this has lost events
+        // and must rebuild (docs/reliability.md).
+        max_age: settings.limits.max_age,
+        max_bytes: settings.limits.max_bytes,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    };
+    let mut stream = js.get_or_create_stream(config.clone()).await?;
+    let current = &stream.cached_info().config;
+    if current.max_age != config.max_age || current.max_bytes != config.max_bytes {
+        // A stream made before the limits (or with others): bring it to the configured ones.
+        tracing::info!(stream = %config.name, max_age = ?config.max_age, max_bytes = config.max_bytes, "updating the stream's limits");
+        js.update_stream(&config).await?;
+        stream = js.get_stream(&config.name).await?;
+    }
+    Ok(stream)
 }
 
 /// Forwards the producer's published outbox to JetStream until the service stops.
@@ -387,6 +424,7 @@ mod tests {
             ca: None,
             prefix: "bookmesh".into(),
             replica: None,
+            limits: StreamLimits::default(),
         };
         let pair = |user: &str, password: &str| Some((user.to_owned(), password.to_owned()));
         assert_eq!(

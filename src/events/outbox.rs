@@ -275,7 +275,10 @@ mod tests {
 
     impl sea_orm_migration::MigratorTrait for EventTables {
         fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-            vec![Box::new(super::super::tables::CreateEventTables)]
+            vec![
+                Box::new(super::super::tables::CreateEventTables),
+                Box::new(super::super::tables::IndexEventTables),
+            ]
         }
     }
 

@@ -243,3 +243,70 @@ impl MigrationTrait for CreateEventTables {
         Ok(())
     }
 }
+
+/// Indexes the event tables' lookups: a saga's history reads the outbox by aggregate, and
+/// retention deletes by age (outbox, inbox, dead letters). Every service's migrator lists it
+/// after [`CreateEventTables`].
+pub struct IndexEventTables;
+
+impl MigrationName for IndexEventTables {
+    fn name(&self) -> &str {
+        "m0101_index_event_tables"
+    }
+}
+
+/// The indexes [`IndexEventTables`] creates: name, table, column.
+fn event_table_indexes() -> [(&'static str, DynIden, DynIden); 4] {
+    [
+        (
+            "idx_outbox_events_aggregate",
+            OutboxEvents::Table.into_iden(),
+            OutboxEvents::AggregateId.into_iden(),
+        ),
+        (
+            "idx_outbox_events_occurred_at",
+            OutboxEvents::Table.into_iden(),
+            OutboxEvents::OccurredAt.into_iden(),
+        ),
+        (
+            "idx_inbox_events_processed_at",
+            InboxEvents::Table.into_iden(),
+            InboxEvents::ProcessedAt.into_iden(),
+        ),
+        (
+            "idx_dead_letters_failed_at",
+            DeadLetters::Table.into_iden(),
+            DeadLetters::FailedAt.into_iden(),
+        ),
+    ]
+}
+
+// The trait's signature elides the SchemaManager lifetime; matching it exactly is required.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for IndexEventTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (name, table, column) in event_table_indexes() {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(table)
+                        .col(column)
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (name, table, _) in event_table_indexes() {
+            manager
+                .drop_index(Index::drop().name(name).table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

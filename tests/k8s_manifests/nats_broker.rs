@@ -140,6 +140,7 @@ impl Broker {
             ca: Some(self.ca.clone()),
             prefix: "bookmesh".into(),
             replica: None,
+            limits: bookmesh::events::nats::StreamLimits::default(),
         }
     }
 

@@ -44,6 +44,7 @@ impl bookmesh::service::Service for Config {
         let relay = parts.publish_events();
         parts.consume_events("book", self.book_endpoints, saga::BookEvents)?;
         parts.consume_events("member", self.member_endpoints, saga::MemberEvents)?;
+        parts.retain(store::saga_steps_retention(parts.history_retention()));
         let max_message_bytes = parts.max_message_bytes();
         let store = store::RentalStore::new(parts.db(), relay);
         Ok(

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(CreateMembers),
             Box::new(bookmesh::events::tables::CreateEventTables),
+            Box::new(bookmesh::events::tables::IndexEventTables),
         ]
     }
 }

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddCancelReason),
             Box::new(CreateSagaSteps),
             Box::new(AddLateFeeInPayment),
+            Box::new(bookmesh::events::tables::IndexEventTables),
         ]
     }
 }

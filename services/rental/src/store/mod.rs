@@ -173,6 +173,29 @@ where
     Ok((card, outcome))
 }
 
+/// Saga steps older than `retention` go: a saga's timeline (GetRentalHistory) covers that
+/// long, and the table stops growing with every rental ever made.
+pub fn saga_steps_retention(
+    retention: std::time::Duration,
+) -> bookmesh::events::retention::RetentionTarget {
+    bookmesh::events::retention::RetentionTarget {
+        table: "saga_steps",
+        retention,
+        prune: std::sync::Arc::new(|db, cutoff, batch| {
+            Box::pin(async move {
+                bookmesh::events::retention::prune_older_than::<entity::saga_step::Entity>(
+                    &db,
+                    entity::saga_step::Column::At,
+                    sea_orm::Condition::all(),
+                    cutoff,
+                    batch,
+                )
+                .await
+            })
+        }),
+    }
+}
+
 /// Records an event the rental service received for one of its sagas, in the consumer's
 /// transaction.
 pub async fn record_step(
