@@ -202,6 +202,11 @@ pub struct ServerArgs {
     #[arg(long, env = "BOOKMESH_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
 
+    /// How long an `idempotency-key` and its stored answer are kept: a retry with the same key
+    /// within it gets the first answer.
+    #[arg(long, env = "BOOKMESH_IDEMPOTENCY_KEY_TTL", value_parser = parse_duration, default_value = "24h")]
+    pub idempotency_key_ttl: Duration,
+
     /// Address of the admin HTTP port (/metrics, /healthz, /readyz); unset disables it.
     #[arg(long, env = "BOOKMESH_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,

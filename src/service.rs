@@ -80,6 +80,9 @@ pub struct Parts {
     consumers: Vec<Consumer>,
     /// The tables the pruner keeps bounded.
     retention: Vec<RetentionTarget>,
+    /// Methods that honour an `idempotency-key`.
+    idempotent_methods: Vec<&'static str>,
+    idempotency_key_ttl: std::time::Duration,
 }
 
 impl Parts {
@@ -146,6 +149,19 @@ impl Parts {
         }
         self.consumers.push(consumer);
         Ok(())
+    }
+
+    /// Lets callers of `methods` (`RentBook`) name each write with an `idempotency-key`, so
+    /// a retry returns the first answer and changes nothing more (see
+    /// [`crate::server::IdempotencyLayer`]). The service's migrator must list
+    /// [`crate::server::CreateIdempotencyKeys`].
+    pub fn honour_idempotency_keys(&mut self, methods: &[&'static str]) {
+        if self.idempotent_methods.is_empty() {
+            self.retain(crate::server::idempotency_retention(
+                self.idempotency_key_ttl,
+            ));
+        }
+        self.idempotent_methods.extend_from_slice(methods);
     }
 
     /// Keeps one of the service's own tables bounded (rental's saga steps): the pruner
@@ -256,6 +272,8 @@ pub async fn serve_until<S: Service>(
         producer: None,
         consumers: Vec::new(),
         retention: Vec::new(),
+        idempotent_methods: Vec::new(),
+        idempotency_key_ttl: args.server.idempotency_key_ttl,
     };
     let api = match service.build(&mut parts) {
         Ok(api) => api,
@@ -267,6 +285,16 @@ pub async fn serve_until<S: Service>(
             return Err(error);
         }
     };
+    let idempotency = (!parts.idempotent_methods.is_empty()).then(|| {
+        crate::server::IdempotencyLayer::new(
+            parts.db.clone(),
+            &parts.idempotent_methods,
+            // A call still "running" after twice the longest a call may take was cut off (its
+            // process died): a repeat may run it again.
+            args.server.request_timeout * 2,
+            args.server.max_message_bytes,
+        )
+    });
     let (events, tasks) = parts.into_events();
     let served = crate::server::serve(
         &args.server,
@@ -276,6 +304,7 @@ pub async fn serve_until<S: Service>(
         events,
         listener,
         readiness,
+        idempotency,
         shutdown,
     )
     .await;

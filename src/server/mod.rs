@@ -16,6 +16,7 @@ mod connections;
 mod deadline;
 mod drain;
 mod health;
+mod idempotency;
 mod load_shed;
 mod metrics;
 mod readiness_gate;
@@ -34,6 +35,8 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 pub use health::LIVENESS_NAME;
+pub(crate) use idempotency::retention_target as idempotency_retention;
+pub use idempotency::{CreateIdempotencyKeys, IDEMPOTENCY_KEY_HEADER, IdempotencyLayer};
 pub use shutdown::shutdown_signal;
 
 use crate::auth::Authorizer;
@@ -95,6 +98,7 @@ pub(crate) async fn serve<S>(
     events: EventServices,
     listener: TcpListener,
     readiness: Readiness,
+    idempotency: Option<IdempotencyLayer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError>
 where
@@ -180,6 +184,7 @@ where
             identity.id().clone(),
             settings.max_message_bytes,
         ),
+        idempotency,
     };
     let router = builder
         .layer(drain::EndStreamsOnDrainLayer::new(draining))

@@ -31,6 +31,8 @@ pub(crate) struct Guard {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) request_timeout: Duration,
     pub(crate) authorize: AuthorizeLayer,
+    /// The service's idempotency keys, if it honours any.
+    pub(crate) idempotency: Option<super::idempotency::IdempotencyLayer>,
 }
 
 /// `service` behind the stack. It keeps its name, so tonic routes to it as before.
@@ -80,5 +82,7 @@ where
         // Innermost: nothing reaches a handler unauthorized; refusals are still traced,
         // counted and logged by the layers above.
         .layer(guard.authorize.clone())
+        // Below authorization: only an authorized caller's key is stored or answered.
+        .option_layer(guard.idempotency.clone())
         .named_layer(service)
 }

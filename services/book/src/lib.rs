@@ -30,6 +30,7 @@ impl bookmesh::service::Service for Config {
 
     fn build(self, parts: &mut Parts) -> Result<Self::Api, ServeError> {
         parts.publish_events();
+        parts.honour_idempotency_keys(&["RegisterBook"]);
         parts.consume_events("rental", self.rental_endpoints, events::RentalEvents)?;
         let max_message_bytes = parts.max_message_bytes();
         Ok(

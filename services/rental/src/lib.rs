@@ -42,6 +42,7 @@ impl bookmesh::service::Service for Config {
             parts.identity(),
         )?;
         let relay = parts.publish_events();
+        parts.honour_idempotency_keys(&["RentBook", "ReturnBook", "ClearOverdue"]);
         parts.consume_events("book", self.book_endpoints, saga::BookEvents)?;
         parts.consume_events("member", self.member_endpoints, saga::MemberEvents)?;
         parts.retain(store::saga_steps_retention(parts.history_retention()));

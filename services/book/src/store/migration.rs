@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateBooks),
             Box::new(bookmesh::events::tables::CreateEventTables),
             Box::new(bookmesh::events::tables::IndexEventTables),
+            Box::new(bookmesh::server::CreateIdempotencyKeys),
         ]
     }
 }

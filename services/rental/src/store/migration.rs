@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateSagaSteps),
             Box::new(AddLateFeeInPayment),
             Box::new(bookmesh::events::tables::IndexEventTables),
+            Box::new(bookmesh::server::CreateIdempotencyKeys),
         ]
     }
 }

@@ -7,6 +7,7 @@ mod best_sellers;
 mod compensation;
 mod failures;
 mod helpers;
+mod idempotency;
 mod renting;
 mod returning_and_overdue;
 mod trace_propagation;
