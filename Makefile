@@ -70,6 +70,10 @@ loadgen: build ## Load the running mesh (make run) for 10 s with the default mix
 token: ## Print a development token: ROLE=librarian|admin, or ROLE=member MEMBER=<member_id> (use make -s)
 	@$(CARGO) run --quiet -p bookmesh-token -- --role "$(ROLE)" $(if $(MEMBER),--subject "$(MEMBER)")
 
+.PHONY: fuzz
+fuzz: ## Fuzz each service's requests and the rental rules, FUZZ_SECONDS each (default 600; cargo-fuzz on nightly)
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),600)
+
 .PHONY: soak
 soak: build tools ## Load the mesh for DURATION seconds (default 300) while SIGKILLing and restarting replicas, then check it (docs/reliability.md)
 	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" DURATION=$(or $(DURATION),300) scripts/soak.sh

@@ -45,7 +45,7 @@ fn to_message(book: Book) -> pb::Book {
     }
 }
 
-fn parse_details(
+pub fn parse_details(
     request: &RegisterBookRequest,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<BookDetails, Status> {

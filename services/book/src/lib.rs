@@ -19,6 +19,10 @@ use bookmesh::service::Parts;
 
 pub use config::Config;
 
+/// How RegisterBook parses its request (every field checked, every violation reported): the
+/// fuzz target drives it with arbitrary messages.
+pub use api::parse_details as parse_register_book;
+
 impl bookmesh::service::Service for Config {
     const NAME: &'static str = "book";
     type Migrator = store::migration::Migrator;
