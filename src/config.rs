@@ -488,7 +488,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("3d").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("3w").is_err());
     }
 
     #[test]
