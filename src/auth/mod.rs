@@ -5,6 +5,7 @@ mod fetch;
 pub mod policy;
 pub mod token;
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
@@ -33,23 +34,30 @@ const STANDARD_METHODS: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// Every `package.Service/Method` this platform serves, built once: the server stack asks
+/// for every call, so it is one hash lookup.
+static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let mut known: HashSet<String> = STANDARD_METHODS.iter().map(|m| (*m).to_owned()).collect();
+    if let Some(pool) = DESCRIPTORS.as_ref() {
+        for service in pool.services() {
+            for method in service.methods() {
+                known.insert(format!("{}/{}", service.full_name(), method.name()));
+            }
+        }
+    }
+    known
+});
+
 /// Whether `name` (`package.Service` or `package.Service/Method`) is an RPC this platform
 /// knows; what makes a metric label safe to use.
 pub fn is_known(name: &str) -> bool {
-    let (service, method) = match name.split_once('/') {
-        Some((service, method)) => (service, Some(method)),
-        None => (name, None),
-    };
-    if STANDARD_SERVICES.contains(&service) {
-        return method.is_none() || STANDARD_METHODS.contains(&name);
+    if name.contains('/') {
+        return KNOWN_METHODS.contains(name);
     }
-    let Some(pool) = DESCRIPTORS.as_ref() else {
-        return false;
-    };
-    let Some(service) = pool.get_service_by_name(service) else {
-        return false;
-    };
-    method.is_none_or(|method| service.methods().any(|m| m.name() == method))
+    STANDARD_SERVICES.contains(&name)
+        || DESCRIPTORS
+            .as_ref()
+            .is_some_and(|pool| pool.get_service_by_name(name).is_some())
 }
 
 /// The value of string `field` in the encoded request of `method` (`package.Service/Method`).

@@ -51,6 +51,25 @@ impl std::fmt::Debug for RetentionTarget {
     }
 }
 
+impl RetentionTarget {
+    /// `table` (entity `E`) loses every row whose `time` is older than `retention`.
+    pub fn by_age<E: EntityTrait>(
+        table: &'static str,
+        retention: Duration,
+        time: E::Column,
+    ) -> Self {
+        Self {
+            table,
+            retention,
+            prune: Arc::new(move |db, cutoff, batch| {
+                Box::pin(async move {
+                    prune_older_than::<E>(&db, time, Condition::all(), cutoff, batch).await
+                })
+            }),
+        }
+    }
+}
+
 /// Deletes rows of `E` whose `time` is before `cutoff` and that match `keep_out` (rows it
 /// must not touch are excluded there), the oldest first, about `batch` at a time: the batch
 /// ends at the time of its `batch`-th oldest row, so one DELETE never grows with the backlog
@@ -118,42 +137,16 @@ pub(crate) fn outbox_target(retention: Duration) -> RetentionTarget {
 /// those would apply it again, so the retention must be far longer than any redelivery can
 /// take (a consumer only reads after its cursor, and JetStream redelivers within its ack wait).
 pub(crate) fn inbox_target(retention: Duration) -> RetentionTarget {
-    RetentionTarget {
-        table: "inbox_events",
-        retention,
-        prune: Arc::new(|db, cutoff, batch| {
-            Box::pin(async move {
-                prune_older_than::<inbox::Entity>(
-                    &db,
-                    inbox::Column::ProcessedAt,
-                    Condition::all(),
-                    cutoff,
-                    batch,
-                )
-                .await
-            })
-        }),
-    }
+    RetentionTarget::by_age::<inbox::Entity>("inbox_events", retention, inbox::Column::ProcessedAt)
 }
 
 /// Dead letters nobody redrove within `retention`.
 pub(crate) fn dead_letter_target(retention: Duration) -> RetentionTarget {
-    RetentionTarget {
-        table: "dead_letters",
+    RetentionTarget::by_age::<dead_letter::Entity>(
+        "dead_letters",
         retention,
-        prune: Arc::new(|db, cutoff, batch| {
-            Box::pin(async move {
-                prune_older_than::<dead_letter::Entity>(
-                    &db,
-                    dead_letter::Column::FailedAt,
-                    Condition::all(),
-                    cutoff,
-                    batch,
-                )
-                .await
-            })
-        }),
-    }
+        dead_letter::Column::FailedAt,
+    )
 }
 
 /// Prunes every target once, batch after batch until each is within its retention; returns

@@ -502,20 +502,9 @@ mod migration {
 
 /// Keys older than `ttl` go: a retry comes within minutes, not days.
 pub(crate) fn retention_target(ttl: Duration) -> crate::events::retention::RetentionTarget {
-    crate::events::retention::RetentionTarget {
-        table: "idempotency_keys",
-        retention: ttl,
-        prune: Arc::new(|db, cutoff, batch| {
-            Box::pin(async move {
-                crate::events::retention::prune_older_than::<entity::Entity>(
-                    &db,
-                    entity::Column::CreatedAt,
-                    sea_orm::Condition::all(),
-                    cutoff,
-                    batch,
-                )
-                .await
-            })
-        }),
-    }
+    crate::events::retention::RetentionTarget::by_age::<entity::Entity>(
+        "idempotency_keys",
+        ttl,
+        entity::Column::CreatedAt,
+    )
 }

@@ -58,6 +58,7 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path();
+        let method = rpc_method(path);
         let caller = request
             .headers()
             .get("traceparent")
@@ -65,11 +66,11 @@ where
             .and_then(crate::trace_context::TraceContext::parse);
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %span_name(path),
+            otel.name = %span_name(path, method),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.service = self.service,
-            rpc.method = %rpc_method(path),
+            rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
             peer.workload = tracing::field::Empty,
             enduser.id = tracing::field::Empty,
@@ -91,8 +92,8 @@ where
 
 /// The span's name: the full method for a declared one, `unknown` otherwise (tracing
 /// backends index span names; a made-up method must not make a new one).
-fn span_name(path: &str) -> &str {
-    if rpc_method(path) == super::response::UNKNOWN_METHOD {
+fn span_name<'a>(path: &'a str, method: &'a str) -> &'a str {
+    if method == super::response::UNKNOWN_METHOD {
         super::response::UNKNOWN_METHOD
     } else {
         path.trim_start_matches('/')

@@ -178,22 +178,11 @@ where
 pub fn saga_steps_retention(
     retention: std::time::Duration,
 ) -> bookmesh::events::retention::RetentionTarget {
-    bookmesh::events::retention::RetentionTarget {
-        table: "saga_steps",
+    bookmesh::events::retention::RetentionTarget::by_age::<entity::saga_step::Entity>(
+        "saga_steps",
         retention,
-        prune: std::sync::Arc::new(|db, cutoff, batch| {
-            Box::pin(async move {
-                bookmesh::events::retention::prune_older_than::<entity::saga_step::Entity>(
-                    &db,
-                    entity::saga_step::Column::At,
-                    sea_orm::Condition::all(),
-                    cutoff,
-                    batch,
-                )
-                .await
-            })
-        }),
-    }
+        entity::saga_step::Column::At,
+    )
 }
 
 /// Records an event the rental service received for one of its sagas, in the consumer's
