@@ -40,7 +40,7 @@ pub mod deadline;
 pub mod events;
 pub mod identity;
 mod listener;
-mod metrics;
+pub mod metrics;
 pub mod paging;
 pub mod proto;
 pub mod readiness;

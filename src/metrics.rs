@@ -269,3 +269,35 @@ pub(crate) static ROWS_PRUNED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["table"],
     )
 });
+
+/// Saga steps waiting longer than the service's step timeout, by service and step: a saga a
+/// dependency left hanging (down, or its event dead-lettered). Set by each sweep.
+pub(crate) static SAGA_STEPS_STUCK: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "bookmesh_saga_steps_stuck",
+        "Saga steps waiting longer than the step timeout, by service and step",
+        &["service", "step"],
+    )
+});
+
+/// Saga steps given up at their timeout and compensated, by service and step.
+pub(crate) static SAGA_TIMEOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bookmesh_saga_timeouts_total",
+        "Saga steps given up at their timeout and compensated, by service and step",
+        &["service", "step"],
+    )
+});
+
+/// Publishes how many of `service`'s saga steps named `step` (a fixed name, not data) wait
+/// longer than the step timeout.
+pub fn set_saga_steps_stuck(service: &'static str, step: &'static str, count: u64) {
+    SAGA_STEPS_STUCK
+        .with_label_values(&[service, step])
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+/// Counts one of `service`'s saga steps named `step` given up at its timeout.
+pub fn count_saga_timeout(service: &'static str, step: &'static str) {
+    SAGA_TIMEOUTS.with_label_values(&[service, step]).inc();
+}

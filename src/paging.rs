@@ -57,6 +57,14 @@ impl PageRequest {
         })
     }
 
+    /// The first page at the default size.
+    pub fn first_page() -> Self {
+        Self {
+            size: DEFAULT_PAGE_SIZE,
+            after: None,
+        }
+    }
+
     /// Rows to fetch: one more than the page, to learn whether another page follows.
     pub fn fetch_limit(&self) -> u64 {
         self.size + 1

@@ -83,6 +83,8 @@ pub struct Parts {
     /// Methods that honour an `idempotency-key`.
     idempotent_methods: Vec<&'static str>,
     idempotency_key_ttl: std::time::Duration,
+    /// The service's own background jobs (`run_periodically`).
+    jobs: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Parts {
@@ -170,6 +172,35 @@ impl Parts {
         self.retention.push(target);
     }
 
+    /// Runs `job` every `interval` once the database is ready, until the service stops (a
+    /// job the drain interrupts is simply not finished; it must leave nothing half done, as
+    /// one transaction per change does). Every replica runs it, so a job must tolerate
+    /// another replica doing the same work at the same time.
+    pub fn run_periodically<F, Fut>(&mut self, interval: std::time::Duration, mut job: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let readiness = self.readiness.clone();
+        self.jobs.push(tokio::spawn(async move {
+            if interval.is_zero() {
+                return;
+            }
+            readiness.started().await;
+            let mut stopping = readiness.stopping_signal();
+            loop {
+                tokio::select! {
+                    () = job() => {},
+                    _ = stopping.changed() => return,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {},
+                    _ = stopping.changed() => return,
+                }
+            }
+        }));
+    }
+
     /// How long the service's history tables keep their rows (`--history-retention`).
     pub fn history_retention(&self) -> std::time::Duration {
         self.events.history_retention
@@ -184,6 +215,7 @@ impl Parts {
             self.events.prune_batch,
             self.readiness.clone(),
         ))];
+        tasks.extend(self.jobs);
         let feed = self.producer.map(|producer| {
             tasks.push(producer.task);
             producer.feed
@@ -274,6 +306,7 @@ pub async fn serve_until<S: Service>(
         retention: Vec::new(),
         idempotent_methods: Vec::new(),
         idempotency_key_ttl: args.server.idempotency_key_ttl,
+        jobs: Vec::new(),
     };
     let api = match service.build(&mut parts) {
         Ok(api) => api,

@@ -88,6 +88,7 @@ async fn random_operation(
             if let Ok(card) = rental
                 .get_rental_card(GetRentalCardRequest {
                     member_id: member_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 && let Some(item) = card
@@ -115,6 +116,7 @@ async fn random_operation(
             if let Ok(card) = rental
                 .get_rental_card(GetRentalCardRequest {
                     member_id: member_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 && let Some(card) = card.into_inner().rental_card
@@ -236,6 +238,7 @@ async fn randomized_rentals_with_crashes_end_consistent() {
         member: format!("http://{}", mesh.member),
         rental: rental_url,
         bestbook: Some(format!("http://{}", mesh.bestbook)),
+        stuck_after: Duration::from_secs(300),
     };
     let report = check_until_consistent(&endpoints, Duration::from_secs(60))
         .await

@@ -208,6 +208,7 @@ mod tests {
         let request =
             prost::Message::encode_to_vec(&crate::proto::rental::v1::GetRentalCardRequest {
                 member_id: "m-1".into(),
+                ..Default::default()
             });
         assert_eq!(
             request_field(

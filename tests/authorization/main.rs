@@ -71,6 +71,7 @@ async fn refusals_say_why_and_made_up_methods_are_refused_without_a_series_each(
             .get_rental_card(with(
                 GetRentalCardRequest {
                     member_id: mesh.member_id.clone(),
+                    ..Default::default()
                 },
                 &token,
             ))

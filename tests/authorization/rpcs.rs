@@ -133,7 +133,13 @@ pub(crate) async fn call(
         ),
         "GetRentalCard" => code(
             RentalServiceClient::new(channel)
-                .get_rental_card(with(GetRentalCardRequest { member_id }, token))
+                .get_rental_card(with(
+                    GetRentalCardRequest {
+                        member_id,
+                        ..Default::default()
+                    },
+                    token,
+                ))
                 .await,
         ),
         "GetRentalHistory" => code(

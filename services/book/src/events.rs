@@ -3,8 +3,11 @@
 //! Consumes the rental feed: ItemRented reserves the copy (AVAILABLE → UNAVAILABLE) and
 //! publishes BookReserved, or publishes BookReservationRejected when the copy is not available
 //! or unknown; ItemReturned puts the copy back on the shelf and publishes BookReturned, or
-//! BookReturnRejected when the copy was not rented out or is unknown. Each in one local transaction with
-//! the consumer's inbox and cursor, so a redelivered event changes nothing.
+//! BookReturnRejected when the copy was not rented out or is unknown; RentCanceled frees the
+//! copy if that rental reserved it (the rental service gave the rental up at its saga step
+//! timeout, after this service had reserved the copy: ItemRented is always read first, the
+//! two being one member's events in order). Each in one local transaction with the
+//! consumer's inbox and cursor, so a redelivered event changes nothing.
 
 use bookmesh::events::consumer::{EventHandler, HandlerError};
 use bookmesh::events::outbox;
@@ -12,11 +15,18 @@ use bookmesh::events::{Event, NewEvent, decode};
 use bookmesh::proto::book::v1::{
     BookReservationRejected, BookReserved, BookReturnRejected, BookReturned,
 };
-use bookmesh::proto::rental::v1::{ItemRented, ItemReturned};
+use bookmesh::proto::rental::v1::{ItemRented, ItemReturned, RentCanceled};
 use futures::future::BoxFuture;
 use sea_orm::DatabaseTransaction;
 
 use crate::store::{self, Reservation};
+
+/// A rental item's id as the books table stores it (canonical), or the event is rejected.
+fn item_id(raw: &str) -> Result<String, HandlerError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| HandlerError::Rejected(format!("item_id {raw:?} is not a UUID")))
+}
 
 /// Handles the rental service's events.
 pub struct RentalEvents;
@@ -29,7 +39,8 @@ impl EventHandler for RentalEvents {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             if let Some(rented) = decode::<ItemRented>(event)? {
-                let reply = match store::reserve(txn, &rented.book_id).await? {
+                let item_id = item_id(&rented.item_id)?;
+                let reply = match store::reserve(txn, &rented.book_id, &item_id).await? {
                     Reservation::Reserved => NewEvent::new(
                         &rented.book_id,
                         &BookReserved {
@@ -79,6 +90,16 @@ impl EventHandler for RentalEvents {
                     ),
                 };
                 outbox::append(txn, vec![reply]).await?;
+            } else if let Some(canceled) = decode::<RentCanceled>(event)? {
+                let item_id = item_id(&canceled.item_id)?;
+                if store::release_hold(txn, &canceled.book_id, &item_id).await? {
+                    tracing::info!(
+                        book_id = %canceled.book_id,
+                        %item_id,
+                        reason = %canceled.reason,
+                        "rental canceled after its copy was reserved: copy freed"
+                    );
+                }
             }
             Ok(())
         })

@@ -2,6 +2,7 @@
 //! consult the member and book services, apply the card rules in one local transaction,
 //! convert back to messages.
 
+use bookmesh::paging::PageRequest;
 use bookmesh::proto::rental::v1::{
     self as pb, ClearOverdueRequest, ClearOverdueResponse, GetRentalCardRequest,
     GetRentalCardResponse, MarkOverdueRequest, MarkOverdueResponse, RentBookRequest,
@@ -52,7 +53,9 @@ fn item_message(item: &RentalItem) -> pb::RentalItem {
     }
 }
 
-fn card_message(card: &RentalCard) -> pb::RentalCard {
+/// The card as a message: the books held, and `history` (finished items, newest first; a
+/// write's answer passes none).
+fn card_message(card: &RentalCard, history: &[RentalItem]) -> pb::RentalCard {
     let status = match card.status {
         CardStatus::Available => pb::RentalStatus::Available,
         CardStatus::Unavailable => pb::RentalStatus::Unavailable,
@@ -62,15 +65,14 @@ fn card_message(card: &RentalCard) -> pb::RentalCard {
         status: status.into(),
         late_fee: card.late_fee,
         late_fee_in_payment: card.late_fee_in_payment,
+        late_fee_in_payment_since: card.late_fee_in_payment_since.map(timestamp),
         rented_items: card.held_items().map(item_message).collect(),
-        returned_items: card
-            .items
+        returned_items: history
             .iter()
             .filter(|item| item.state == ItemState::Returned)
             .map(item_message)
             .collect(),
-        canceled_items: card
-            .items
+        canceled_items: history
             .iter()
             .filter(|item| item.state == ItemState::Canceled)
             .map(item_message)
@@ -154,7 +156,7 @@ impl pb::rental_service_server::RentalService for RentalApi {
         member?;
         let book = book?;
         if !book.available {
-            let card = self.store.get(member_id).await?;
+            let card = self.store.card(member_id).await?;
             let card = card.unwrap_or_else(|| RentalCard::new(member_id));
             return Err(RentalError::Rule(card.refuse_unavailable(book_id)).into());
         }
@@ -168,7 +170,7 @@ impl pb::rental_service_server::RentalService for RentalApi {
             tracing::info!(item_id = %item.item_id, "book rented: item pending, ItemRented published");
         }
         Ok(Response::new(RentBookResponse {
-            rental_card: Some(card_message(&card)),
+            rental_card: Some(card_message(&card, &[])),
         }))
     }
 
@@ -192,7 +194,7 @@ impl pb::rental_service_server::RentalService for RentalApi {
             None => tracing::info!(%member_id, %book_id, "return repeated while pending"),
         }
         Ok(Response::new(ReturnBookResponse {
-            rental_card: Some(card_message(&card)),
+            rental_card: Some(card_message(&card, &[])),
         }))
     }
 
@@ -211,7 +213,7 @@ impl pb::rental_service_server::RentalService for RentalApi {
             .await?;
         tracing::info!(%member_id, %book_id, "item marked overdue");
         Ok(Response::new(MarkOverdueResponse {
-            rental_card: Some(card_message(&card)),
+            rental_card: Some(card_message(&card, &[])),
         }))
     }
 
@@ -235,7 +237,7 @@ impl pb::rental_service_server::RentalService for RentalApi {
             .await?;
         tracing::info!(%member_id, points = request.points, "late fee cleared");
         Ok(Response::new(ClearOverdueResponse {
-            rental_card: Some(card_message(&card)),
+            rental_card: Some(card_message(&card, &[])),
         }))
     }
 
@@ -244,18 +246,21 @@ impl pb::rental_service_server::RentalService for RentalApi {
         &self,
         request: Request<GetRentalCardRequest>,
     ) -> Result<Response<GetRentalCardResponse>, Status> {
+        let request = request.into_inner();
         let mut violations = FieldViolations::new();
-        let member_id = violations.check("member_id", parse_uuid(&request.get_ref().member_id));
-        let member_id = violations.finish(|| member_id)?;
-        let mut card = self
+        let member_id = violations.check("member_id", parse_uuid(&request.member_id));
+        let page = PageRequest::parse(request.page_size, &request.page_token, &mut violations);
+        let (member_id, page) = violations.finish(|| Some((member_id?, page?)))?;
+        let mut found = self
             .store
-            .get(member_id)
+            .card_page(member_id, &page)
             .await?
             .ok_or(RentalError::CardNotFound(member_id))?;
         // Show the card as of now (a book may have passed its due date since the last write).
-        card.refresh(bookmesh::db::now());
+        found.card.refresh(bookmesh::db::now());
         Ok(Response::new(GetRentalCardResponse {
-            rental_card: Some(card_message(&card)),
+            rental_card: Some(card_message(&found.card, &found.history)),
+            next_page_token: found.next_page_token,
         }))
     }
 }

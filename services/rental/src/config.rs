@@ -1,7 +1,9 @@
 //! Configuration of the rental service, from flags and environment.
 
 use bookmesh::client::UpstreamConfig;
-use bookmesh::config::{ClientArgs, ServiceArgs};
+use std::time::Duration;
+
+use bookmesh::config::{ClientArgs, ServiceArgs, parse_duration};
 use clap::Parser;
 
 /// rental-service: rental cards, and the rules of renting and returning books.
@@ -26,6 +28,18 @@ pub struct Config {
     )]
     pub book_endpoints: Vec<String>,
 
+    /// A saga step waiting longer than this on another service is stuck: reported in
+    /// `bookmesh_saga_steps_stuck`, and a rental still PENDING is canceled (RentCanceled).
+    /// Well above the event pipeline's lag under load, so only a service that is down or an
+    /// event that was dead-lettered trips it.
+    #[arg(long, env = "BOOKMESH_SAGA_STEP_TIMEOUT", value_parser = parse_duration, default_value = "5m")]
+    pub saga_step_timeout: Duration,
+
+    /// How often the rental service looks for saga steps past the timeout (0 turns the
+    /// sweep off).
+    #[arg(long, env = "BOOKMESH_SAGA_SWEEP_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub saga_sweep_interval: Duration,
+
     /// How the rental service calls the member and book services.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -45,6 +59,8 @@ impl Config {
         Self {
             member_endpoints: vec![member_endpoint.into()],
             book_endpoints: vec![book_endpoint.into()],
+            saga_step_timeout: Duration::from_secs(300),
+            saga_sweep_interval: Duration::from_secs(30),
             client: ClientArgs::default(),
             service: ServiceArgs::for_tests(database_url),
         }

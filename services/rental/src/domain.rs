@@ -195,7 +195,12 @@ pub struct RentalCard {
     /// The card stays UNAVAILABLE meanwhile: a member who cannot pay must not rent in the
     /// gap before the compensation restores the fee.
     pub late_fee_in_payment: i64,
-    /// Every item ever put on the card, oldest first.
+    /// When the payment of `late_fee_in_payment` began (`None` while nothing is paid): a
+    /// payment the member service leaves unanswered for too long is reported as stuck.
+    pub late_fee_in_payment_since: Option<DateTime<Utc>>,
+    /// The items a rule may need, oldest first: every book held (PENDING, RENTED,
+    /// RETURN_PENDING), and the finished item a saga step names. A card's history (returned
+    /// and canceled items) grows without bound, so it is not loaded to apply a rule.
     pub items: Vec<RentalItem>,
 }
 
@@ -207,6 +212,7 @@ impl RentalCard {
             status: CardStatus::Available,
             late_fee: 0,
             late_fee_in_payment: 0,
+            late_fee_in_payment_since: None,
             items: Vec::new(),
         }
     }
@@ -369,6 +375,7 @@ impl RentalCard {
         }
         let points = points.clamp(0, self.late_fee_in_payment);
         self.late_fee_in_payment -= points;
+        self.payment_settled();
         self.refresh(now);
         Some(Change::LateFeePaid { points })
     }
@@ -382,8 +389,15 @@ impl RentalCard {
         let points = points.clamp(0, self.late_fee_in_payment);
         self.late_fee_in_payment -= points;
         self.late_fee += points;
+        self.payment_settled();
         self.refresh(now);
         Some(Change::LateFeeRestored { points })
+    }
+
+    fn payment_settled(&mut self) {
+        if self.late_fee_in_payment == 0 {
+            self.late_fee_in_payment_since = None;
+        }
     }
 
     /// The item with `item_id`, whatever its state.
@@ -407,11 +421,36 @@ impl RentalCard {
                 item.state = ItemState::Rented;
                 Some(Change::RentConfirmed(item.clone()))
             }
-            ItemState::Rented => None,
+            // The rental timed out before the book service answered: the book service frees
+            // the copy when it reads the RentCanceled the timeout published.
+            ItemState::Rented | ItemState::Canceled => None,
             state => return Err(RuleViolation::UnexpectedItemState { item_id, state }),
         };
         self.refresh(now);
         Ok(change)
+    }
+
+    /// Saga timeout: the book service has not answered a rental PENDING since before
+    /// `cutoff`, so the rental is CANCELED with `reason` (and RentCanceled published: the
+    /// member service takes its points back, the book service frees the copy if it reserved
+    /// it meanwhile). `None` when the item is no longer pending (the answer came in time) or
+    /// not that old.
+    pub fn time_out_rent(
+        &mut self,
+        item_id: Uuid,
+        cutoff: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Change> {
+        let item = self.items.iter_mut().find(|item| item.item_id == item_id)?;
+        if item.state != ItemState::Pending || item.rented_at > cutoff {
+            return None;
+        }
+        item.state = ItemState::Canceled;
+        item.cancel_reason = Some(reason.to_owned());
+        let canceled = item.clone();
+        self.refresh(now);
+        Some(Change::RentCanceled(canceled))
     }
 
     /// Saga compensation: the book could not be reserved, so the PENDING item is CANCELED
@@ -489,6 +528,7 @@ impl RentalCard {
         }
         self.late_fee = 0;
         self.late_fee_in_payment = points;
+        self.late_fee_in_payment_since = Some(now);
         self.refresh(now);
         Ok(Some(Change::OverdueCleared { points }))
     }
@@ -773,6 +813,57 @@ mod tests {
     }
 
     #[test]
+    fn a_rental_past_the_step_timeout_is_canceled_and_a_late_reservation_changes_nothing() {
+        let mut card = card();
+        let book = Uuid::now_v7();
+        let item_id = item_of(&card.rent(book, "A book".into(), t0()).expect("rent")).item_id;
+        let before_renting = t0() - Duration::seconds(1);
+        assert_eq!(
+            card.time_out_rent(item_id, before_renting, "timed out", t0()),
+            None,
+            "not that old yet"
+        );
+        let later = t0() + Duration::minutes(10);
+        let Some(Change::RentCanceled(item)) =
+            card.time_out_rent(item_id, t0(), "timed out", later)
+        else {
+            panic!("the rental times out");
+        };
+        assert_eq!(item.cancel_reason.as_deref(), Some("timed out"));
+        assert_eq!(card.held_items().count(), 0, "its slot is free");
+        assert_eq!(card.time_out_rent(item_id, t0(), "again", later), None);
+        assert_eq!(
+            card.confirm_rent(item_id, later),
+            Ok(None),
+            "the book service answers late: the copy is freed by RentCanceled, not here"
+        );
+        assert_eq!(card.items[0].state, ItemState::Canceled);
+    }
+
+    #[test]
+    fn a_confirmed_rental_does_not_time_out() {
+        let mut card = card();
+        let book = Uuid::now_v7();
+        let item_id = item_of(&card.rent(book, "A book".into(), t0()).expect("rent")).item_id;
+        card.confirm_rent(item_id, t0()).expect("confirm");
+        let later = t0() + Duration::minutes(10);
+        assert_eq!(card.time_out_rent(item_id, later, "timed out", later), None);
+        assert_eq!(card.items[0].state, ItemState::Rented);
+    }
+
+    #[test]
+    fn a_payment_records_when_it_began_until_it_settles() {
+        let mut card = card();
+        let book = rent(&mut card, t0());
+        card.mark_overdue(book, t0()).expect("mark");
+        give_back(&mut card, book, t0()).expect("return");
+        card.clear_overdue(10, t0()).expect("clear");
+        assert_eq!(card.late_fee_in_payment_since, Some(t0()));
+        card.confirm_payment(10, t0());
+        assert_eq!(card.late_fee_in_payment_since, None);
+    }
+
+    #[test]
     fn a_rejected_reservation_cancels_the_item_and_frees_its_slot() {
         let mut card = card();
         let book = Uuid::now_v7();
@@ -788,10 +879,7 @@ mod tests {
             Some("book is not available")
         );
         assert_eq!(card.held_items().count(), 0);
-        assert!(matches!(
-            card.confirm_rent(item_id, t0()),
-            Err(RuleViolation::UnexpectedItemState { .. })
-        ));
+        assert_eq!(card.confirm_rent(item_id, t0()), Ok(None));
         // The same book can be asked for again.
         assert!(card.rent(book, "A book".into(), t0()).is_ok());
     }

@@ -6,11 +6,13 @@
 //! - `events`: what the rental service publishes (a change → its event).
 //! - `saga`: what it consumes (the book and member services' answers).
 //! - `history`: a member's sagas, step by step.
+//! - `deadlines`: saga steps waiting too long are reported; rentals are given up.
 //! - `upstream`: typed calls to the member and book services.
 //! - `api`: the gRPC surface; `error`: the one mapping to statuses.
 
 mod api;
 mod config;
+mod deadlines;
 pub mod domain;
 mod error;
 mod events;
@@ -48,6 +50,11 @@ impl bookmesh::service::Service for Config {
         parts.retain(store::saga_steps_retention(parts.history_retention()));
         let max_message_bytes = parts.max_message_bytes();
         let store = store::RentalStore::new(parts.db(), relay);
+        let (sweeper, timeout) = (store.clone(), self.saga_step_timeout);
+        parts.run_periodically(self.saga_sweep_interval, move || {
+            let store = sweeper.clone();
+            async move { deadlines::sweep(&store, timeout).await }
+        });
         Ok(
             RentalServiceServer::new(api::RentalApi::new(store, upstreams))
                 .max_decoding_message_size(max_message_bytes)

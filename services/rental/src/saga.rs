@@ -48,11 +48,14 @@ impl EventHandler for BookEvents {
             if let Some(reserved) = decode::<BookReserved>(event)? {
                 let (member_id, item_id) = ids(&reserved.member_id, &reserved.item_id)?;
                 store::record_step(txn, member_id, item_id, event, "book reserved").await?;
-                store::update_in(txn, member_id, |card| card.confirm_rent(item_id, now)).await?;
+                store::update_in(txn, member_id, Some(item_id), |card| {
+                    card.confirm_rent(item_id, now)
+                })
+                .await?;
             } else if let Some(rejection) = decode::<BookReservationRejected>(event)? {
                 let (member_id, item_id) = ids(&rejection.member_id, &rejection.item_id)?;
                 store::record_step(txn, member_id, item_id, event, &rejection.reason).await?;
-                store::update_in(txn, member_id, |card| {
+                store::update_in(txn, member_id, Some(item_id), |card| {
                     card.cancel_rent(item_id, &rejection.reason, now)
                 })
                 .await?;
@@ -60,11 +63,14 @@ impl EventHandler for BookEvents {
                 let (member_id, item_id) = ids(&returned.member_id, &returned.item_id)?;
                 store::record_step(txn, member_id, item_id, event, "book back on the shelf")
                     .await?;
-                store::update_in(txn, member_id, |card| card.confirm_return(item_id, now)).await?;
+                store::update_in(txn, member_id, Some(item_id), |card| {
+                    card.confirm_return(item_id, now)
+                })
+                .await?;
             } else if let Some(rejection) = decode::<BookReturnRejected>(event)? {
                 let (member_id, item_id) = ids(&rejection.member_id, &rejection.item_id)?;
                 store::record_step(txn, member_id, item_id, event, &rejection.reason).await?;
-                store::update_in(txn, member_id, |card| {
+                store::update_in(txn, member_id, Some(item_id), |card| {
                     card.cancel_return(item_id, &rejection.reason, now)
                 })
                 .await?;
@@ -83,13 +89,13 @@ impl EventHandler for MemberEvents {
         Box::pin(async move {
             if let Some(deducted) = decode::<PointsDeducted>(event)? {
                 let member_id = parse("member_id", &deducted.member_id)?;
-                store::update_in(txn, member_id, |card| {
+                store::update_in(txn, member_id, None, |card| {
                     Ok(card.confirm_payment(deducted.points, bookmesh::db::now()))
                 })
                 .await?;
             } else if let Some(rejection) = decode::<PointsDeductionRejected>(event)? {
                 let member_id = parse("member_id", &rejection.member_id)?;
-                store::update_in(txn, member_id, |card| {
+                store::update_in(txn, member_id, None, |card| {
                     Ok(card.restore_late_fee(rejection.points, bookmesh::db::now()))
                 })
                 .await?;

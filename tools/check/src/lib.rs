@@ -9,7 +9,8 @@
 //! - the best-seller count of each book equals its confirmed rentals.
 //!
 //! The system is eventually consistent, so callers poll [`check`] until it passes or a
-//! deadline passes, and only then report the violations.
+//! deadline passes, and only then report the violations. A saga step still settling after
+//! [`Endpoints::stuck_after`] is reported as stuck: a dependency that never answered.
 
 use std::collections::HashMap;
 
@@ -37,6 +38,9 @@ pub struct Endpoints {
     pub rental: String,
     /// `None` skips the best-seller check.
     pub bestbook: Option<String>,
+    /// A step settling for longer than this is stuck (the rental service's
+    /// `--saga-step-timeout` is the same idea).
+    pub stuck_after: std::time::Duration,
 }
 
 /// What the check found.
@@ -48,6 +52,8 @@ pub struct Report {
     /// Items still PENDING or RETURN_PENDING, and late-fee payments not yet confirmed: the
     /// sagas have not settled yet.
     pub settling: usize,
+    /// The steps among them settling for longer than `stuck_after`, for people.
+    pub stuck: Vec<String>,
     pub violations: Vec<String>,
 }
 
@@ -112,6 +118,43 @@ async fn all_books(
     }
 }
 
+/// The member's whole card, its history read page by page (`None`: never rented).
+async fn whole_card(
+    rental: &mut RentalServiceClient<Channel>,
+    member_id: &str,
+) -> anyhow::Result<Option<RentalCard>> {
+    let mut whole: Option<RentalCard> = None;
+    let mut page_token = String::new();
+    loop {
+        let answer = match rental
+            .get_rental_card(GetRentalCardRequest {
+                member_id: member_id.to_owned(),
+                page_size: 100,
+                page_token,
+            })
+            .await
+        {
+            Ok(answer) => answer.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
+            Err(status) => return Err(status.into()),
+        };
+        let Some(page) = answer.rental_card else {
+            return Ok(whole);
+        };
+        match &mut whole {
+            None => whole = Some(page),
+            Some(card) => {
+                card.returned_items.extend(page.returned_items);
+                card.canceled_items.extend(page.canceled_items);
+            }
+        }
+        if answer.next_page_token.is_empty() {
+            return Ok(whole);
+        }
+        page_token = answer.next_page_token;
+    }
+}
+
 /// Reads every service once and checks the invariants.
 pub async fn check(endpoints: &Endpoints) -> anyhow::Result<Report> {
     let members = all_members(&endpoints.identity, &endpoints.member).await?;
@@ -120,16 +163,7 @@ pub async fn check(endpoints: &Endpoints) -> anyhow::Result<Report> {
         RentalServiceClient::new(channel(&endpoints.identity, &endpoints.rental, "rental").await?);
     let mut cards: Vec<RentalCard> = Vec::new();
     for member in &members {
-        match rental
-            .get_rental_card(GetRentalCardRequest {
-                member_id: member.member_id.clone(),
-            })
-            .await
-        {
-            Ok(response) => cards.extend(response.into_inner().rental_card),
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => return Err(status.into()),
-        }
+        cards.extend(whole_card(&mut rental, &member.member_id).await?);
     }
 
     let mut report = Report {
@@ -140,9 +174,23 @@ pub async fn check(endpoints: &Endpoints) -> anyhow::Result<Report> {
     // Who holds each book, and how many confirmed rentals each book had.
     let mut holders: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut confirmed: HashMap<&str, i64> = HashMap::new();
+    let stuck_since = |since: Option<&prost_types::Timestamp>| {
+        let since = since.and_then(|at| {
+            chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
+        })?;
+        let waited = (chrono::Utc::now() - since).to_std().ok()?;
+        (waited > endpoints.stuck_after).then_some(since)
+    };
     for card in &cards {
         if card.late_fee_in_payment > 0 {
             report.settling += 1;
+            if let Some(since) = stuck_since(card.late_fee_in_payment_since.as_ref()) {
+                report.stuck.push(format!(
+                    "member {}: late fee payment of {} points unconfirmed since {since} \
+                     (the member service has not answered OverdueCleared)",
+                    card.member_id, card.late_fee_in_payment
+                ));
+            }
         }
         for item in card
             .rented_items
@@ -154,6 +202,19 @@ pub async fn check(endpoints: &Endpoints) -> anyhow::Result<Report> {
             let state = item.state();
             if matches!(state, ItemState::Pending | ItemState::ReturnPending) {
                 report.settling += 1;
+                let since = if state == ItemState::Pending {
+                    item.rented_at.as_ref()
+                } else {
+                    item.returned_at.as_ref()
+                };
+                if let Some(since) = stuck_since(since) {
+                    report.stuck.push(format!(
+                        "member {}: book {} {} since {since} (the book service has not answered)",
+                        card.member_id,
+                        item.book_id,
+                        state.as_str_name()
+                    ));
+                }
             }
             if matches!(
                 state,

@@ -42,6 +42,10 @@ struct Args {
     /// How long to wait for the sagas to settle.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     wait: Duration,
+    /// A saga step settling longer than this is reported as stuck (the rental service's
+    /// --saga-step-timeout gives up rentals after the same default).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    stuck_after: Duration,
 }
 
 #[tokio::main]
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         member: args.member,
         rental: args.rental,
         bestbook: (args.bestbook != "none").then_some(args.bestbook),
+        stuck_after: args.stuck_after,
     };
     let report = check_until_consistent(&endpoints, args.wait).await?;
     println!(
@@ -62,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
     if report.is_consistent() {
         println!("consistent");
         return Ok(());
+    }
+    for stuck in &report.stuck {
+        println!("STUCK: {stuck}");
     }
     for violation in &report.violations {
         println!("VIOLATION: {violation}");

@@ -258,6 +258,7 @@ impl Scenario {
             Operation::Read => {
                 let request = GetRentalCardRequest {
                     member_id: member.clone(),
+                    ..Default::default()
                 };
                 self.rental
                     .call(

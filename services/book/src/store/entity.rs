@@ -17,6 +17,9 @@ pub struct Model {
     /// `AVAILABLE` or `UNAVAILABLE`: text, so the column reads the same on every engine.
     pub status: String,
     pub created_at: DateTimeUtc,
+    /// The rental item that reserved the copy while it is UNAVAILABLE (NULL for copies
+    /// reserved before the column existed, or set UNAVAILABLE by hand).
+    pub held_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

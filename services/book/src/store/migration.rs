@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(bookmesh::events::tables::CreateEventTables),
             Box::new(bookmesh::events::tables::IndexEventTables),
             Box::new(bookmesh::server::CreateIdempotencyKeys),
+            Box::new(AddHeldBy),
         ]
     }
 }
@@ -32,6 +33,7 @@ enum Books {
     Location,
     Status,
     CreatedAt,
+    HeldBy,
 }
 
 struct CreateBooks;
@@ -82,6 +84,42 @@ impl MigrationTrait for CreateBooks {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Books::Table).to_owned())
+            .await
+    }
+}
+
+/// Which rental item holds a copy: a rental the rental service gave up (its saga timed out)
+/// frees the copy only if that rental is the one that reserved it.
+struct AddHeldBy;
+
+impl MigrationName for AddHeldBy {
+    fn name(&self) -> &str {
+        "m0002_add_held_by"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for AddHeldBy {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Books::Table)
+                    .add_column(ColumnDef::new(Books::HeldBy).string_len(36).null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Books::Table)
+                    .drop_column(Books::HeldBy)
+                    .to_owned(),
+            )
             .await
     }
 }

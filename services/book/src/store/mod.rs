@@ -48,6 +48,7 @@ impl BookStore {
             location: Set(details.location.as_str().to_owned()),
             status: Set(status_text(book.status).to_owned()),
             created_at: Set(book.created_at),
+            held_by: Set(None),
         };
         entity::Entity::insert(row).exec(&self.db).await?;
         Ok(())
@@ -62,11 +63,12 @@ impl BookStore {
             .ok_or_else(|| BookError::NotFound(id.to_string()))
     }
 
-    /// Sets a copy's status. The rental saga drives this through events; until then only
-    /// operators and tests call it.
+    /// Sets a copy's status by hand (operators and tests; the rental saga drives it through
+    /// events). It overrides any rental's hold on the copy.
     pub async fn set_status(&self, id: BookId, status: BookStatus) -> Result<(), BookError> {
         let result = entity::Entity::update_many()
             .col_expr(entity::Column::Status, Expr::value(status_text(status)))
+            .col_expr(entity::Column::HeldBy, Expr::value(Option::<String>::None))
             .filter(entity::Column::Id.eq(id.to_string()))
             .exec(&self.db)
             .await?;
@@ -100,11 +102,17 @@ pub enum Reservation {
     NotFound,
 }
 
-/// Reserves the copy inside the caller's transaction: AVAILABLE becomes UNAVAILABLE in one
-/// conditional UPDATE, so two rentals racing for one copy cannot both get it.
-pub async fn reserve(db: &impl ConnectionTrait, id: &str) -> Result<Reservation, BookError> {
+/// Reserves the copy for rental item `item_id` inside the caller's transaction: AVAILABLE
+/// becomes UNAVAILABLE in one conditional UPDATE, so two rentals racing for one copy cannot
+/// both get it.
+pub async fn reserve(
+    db: &impl ConnectionTrait,
+    id: &str,
+    item_id: &str,
+) -> Result<Reservation, BookError> {
     let updated = entity::Entity::update_many()
         .col_expr(entity::Column::Status, Expr::value(UNAVAILABLE))
+        .col_expr(entity::Column::HeldBy, Expr::value(item_id))
         .filter(entity::Column::Id.eq(id))
         .filter(entity::Column::Status.eq(AVAILABLE))
         .exec(db)
@@ -128,6 +136,7 @@ pub async fn reserve(db: &impl ConnectionTrait, id: &str) -> Result<Reservation,
 pub async fn release(db: &impl ConnectionTrait, id: &str) -> Result<Reservation, BookError> {
     let updated = entity::Entity::update_many()
         .col_expr(entity::Column::Status, Expr::value(AVAILABLE))
+        .col_expr(entity::Column::HeldBy, Expr::value(Option::<String>::None))
         .filter(entity::Column::Id.eq(id))
         .filter(entity::Column::Status.eq(UNAVAILABLE))
         .exec(db)
@@ -144,6 +153,24 @@ pub async fn release(db: &impl ConnectionTrait, id: &str) -> Result<Reservation,
     } else {
         Reservation::NotFound
     })
+}
+
+/// Frees the copy that rental item `item_id` reserved, if it still holds it (a rental the
+/// rental service canceled after the book service had reserved the copy). Whether it did.
+pub async fn release_hold(
+    db: &impl ConnectionTrait,
+    id: &str,
+    item_id: &str,
+) -> Result<bool, BookError> {
+    let updated = entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(AVAILABLE))
+        .col_expr(entity::Column::HeldBy, Expr::value(Option::<String>::None))
+        .filter(entity::Column::Id.eq(id))
+        .filter(entity::Column::Status.eq(UNAVAILABLE))
+        .filter(entity::Column::HeldBy.eq(item_id))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
 }
 
 /// Rows were validated on the way in; a row that no longer parses is corruption, reported as

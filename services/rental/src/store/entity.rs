@@ -13,6 +13,7 @@ pub mod card {
         pub late_fee: i64,
         /// Points of a cleared late fee whose deduction is not confirmed yet.
         pub late_fee_in_payment: i64,
+        pub late_fee_in_payment_since: Option<DateTimeUtc>,
         /// Optimistic concurrency: every save bumps it, and a save that finds another value
         /// lost a race and is retried on fresh data.
         pub version: i64,

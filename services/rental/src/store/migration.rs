@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddLateFeeInPayment),
             Box::new(bookmesh::events::tables::IndexEventTables),
             Box::new(bookmesh::server::CreateIdempotencyKeys),
+            Box::new(AddSagaDeadlines),
         ]
     }
 }
@@ -29,6 +30,7 @@ enum RentalCards {
     Status,
     LateFee,
     LateFeeInPayment,
+    LateFeeInPaymentSince,
     Version,
 }
 
@@ -262,6 +264,80 @@ impl MigrationTrait for AddLateFeeInPayment {
                 Table::alter()
                     .table(RentalCards::Table)
                     .drop_column(RentalCards::LateFeeInPayment)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// What saga deadlines and a bounded card need: when a payment began, and indexes to find
+/// the steps waiting too long (by state and age) and a member's items by state (the books
+/// held, without the history).
+struct AddSagaDeadlines;
+
+impl MigrationName for AddSagaDeadlines {
+    fn name(&self) -> &str {
+        "m0005_add_saga_deadlines"
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for AddSagaDeadlines {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RentalCards::Table)
+                    .add_column(
+                        timestamp_column(backend, RentalCards::LateFeeInPaymentSince).null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_rental_items_state_rented_at")
+                    .table(RentalItems::Table)
+                    .col(RentalItems::State)
+                    .col(RentalItems::RentedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_rental_items_member_state")
+                    .table(RentalItems::Table)
+                    .col(RentalItems::MemberId)
+                    .col(RentalItems::State)
+                    .col(RentalItems::ItemId)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for index in [
+            "idx_rental_items_member_state",
+            "idx_rental_items_state_rented_at",
+        ] {
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name(index)
+                        .table(RentalItems::Table)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RentalCards::Table)
+                    .drop_column(RentalCards::LateFeeInPaymentSince)
                     .to_owned(),
             )
             .await

@@ -12,10 +12,11 @@ pub mod migration;
 use std::collections::HashSet;
 
 use bookmesh::events::outbox::{self, Relay};
+use bookmesh::paging::PageRequest;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -35,6 +36,15 @@ pub struct RentalStore {
     sqlite_writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Woken after a commit that appended events, so they do not wait for its next poll.
     relay: Relay,
+}
+
+/// A card with one page of its history.
+pub struct CardPage {
+    pub card: RentalCard,
+    /// Finished items (RETURNED, CANCELED), newest first.
+    pub history: Vec<RentalItem>,
+    /// Where the next (older) page starts; empty after the oldest.
+    pub next_page_token: String,
 }
 
 /// A card as read, with what the save needs to know about the stored rows.
@@ -57,9 +67,47 @@ impl RentalStore {
         }
     }
 
-    /// The member's card, if they ever rented.
-    pub async fn get(&self, member_id: Uuid) -> Result<Option<RentalCard>, RentalError> {
-        Ok(load(&self.db, member_id).await?.map(|loaded| loaded.card))
+    /// A read-only transaction whose reads all see one moment (REPEATABLE READ; a SQLite
+    /// transaction always does), so a card and its history never mix two states of an item
+    /// a saga step changed in between.
+    async fn snapshot(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        if self.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            self.db.begin().await
+        } else {
+            self.db
+                .begin_with_config(
+                    Some(sea_orm::IsolationLevel::RepeatableRead),
+                    Some(sea_orm::AccessMode::ReadOnly),
+                )
+                .await
+        }
+    }
+
+    /// The member's card with the books held, if they ever rented.
+    pub async fn card(&self, member_id: Uuid) -> Result<Option<RentalCard>, RentalError> {
+        Ok(load(&self.db, member_id, None)
+            .await?
+            .map(|loaded| loaded.card))
+    }
+
+    /// The member's card, if they ever rented, with one page of its history (finished items,
+    /// newest first).
+    pub async fn card_page(
+        &self,
+        member_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Option<CardPage>, RentalError> {
+        let snapshot = self.snapshot().await?;
+        let Some(loaded) = load(&snapshot, member_id, None).await? else {
+            return Ok(None);
+        };
+        let (history, next_page_token) = finished_items(&snapshot, member_id, page).await?;
+        snapshot.commit().await?;
+        Ok(Some(CardPage {
+            card: loaded.card,
+            history,
+            next_page_token,
+        }))
     }
 
     /// Applies `rule` to the member's card and saves the result atomically, together with the
@@ -81,7 +129,7 @@ impl RentalStore {
         };
         for attempt in 1..=MAX_ATTEMPTS {
             let txn = self.db.begin().await?;
-            let loaded = match load(&txn, member_id).await? {
+            let loaded = match load(&txn, member_id, None).await? {
                 Some(loaded) => loaded,
                 None if create_if_missing => LoadedCard {
                     card: RentalCard::new(member_id),
@@ -143,15 +191,19 @@ async fn contention_backoff(attempt: usize) {
 /// Applies `rule` to an existing card inside the caller's transaction (an event consumer's),
 /// with the event of the change it made. A concurrent change makes it fail; the consumer
 /// retries the whole event (and wakes the relay once it committed).
+///
+/// The card holds the books held and `item_id` (the item the saga step is about, even when
+/// it is finished already: a late answer to a rental that timed out).
 pub async fn update_in<C>(
     txn: &impl ConnectionTrait,
     member_id: Uuid,
+    item_id: Option<Uuid>,
     rule: impl FnOnce(&mut RentalCard) -> Result<C, RuleViolation>,
 ) -> Result<(RentalCard, C), RentalError>
 where
     C: Clone + Into<Option<Change>>,
 {
-    let loaded = load(txn, member_id)
+    let loaded = load(txn, member_id, item_id)
         .await?
         .ok_or(RentalError::CardNotFound(member_id))?;
     let mut card = loaded.card.clone();
@@ -212,16 +264,32 @@ pub async fn record_step(
 impl RentalStore {
     /// What GetRentalHistory is built from: the card, the events the rental service published
     /// about the member (its outbox) and those it received (saga steps).
+    ///
+    /// It covers the books held and the newest page of finished items, so it stays bounded
+    /// however long the member's history.
     pub async fn history(&self, member_id: Uuid) -> Result<Option<History>, RentalError> {
-        let Some(loaded) = load(&self.db, member_id).await? else {
+        let snapshot = self.snapshot().await?;
+        let Some(mut loaded) = load(&snapshot, member_id, None).await? else {
             return Ok(None);
         };
+        let (mut finished, _) =
+            finished_items(&snapshot, member_id, &PageRequest::first_page()).await?;
+        finished.reverse();
+        loaded.card.items.extend(finished);
+        loaded.card.items.sort_by_key(|item| item.item_id);
+        let item_ids: Vec<String> = loaded
+            .card
+            .items
+            .iter()
+            .map(|item| item.item_id.to_string())
+            .collect();
         let key = member_id.to_string();
-        let published = outbox::events_about(&self.db, "rental", &key).await?;
+        let published = outbox::events_about(&snapshot, "rental", &key).await?;
         let received = entity::saga_step::Entity::find()
             .filter(entity::saga_step::Column::MemberId.eq(key))
+            .filter(entity::saga_step::Column::ItemId.is_in(item_ids))
             .order_by_asc(entity::saga_step::Column::Id)
-            .all(&self.db)
+            .all(&snapshot)
             .await?
             .into_iter()
             .map(|row| Received {
@@ -235,11 +303,74 @@ impl RentalStore {
                 },
             })
             .collect();
+        snapshot.commit().await?;
         Ok(Some(History {
             card: loaded.card,
             published,
             received,
         }))
+    }
+}
+
+/// Saga steps waiting for another service's answer since before a cutoff.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StuckSteps {
+    /// Rentals PENDING: the book service has not reserved or refused the copy.
+    pub rents: u64,
+    /// Returns RETURN_PENDING: the book service has not taken the copy back or refused.
+    pub returns: u64,
+    /// Late-fee payments the member service has not confirmed or refused.
+    pub payments: u64,
+    /// The oldest stuck rentals, (member, item), at most the limit asked for.
+    pub oldest_rents: Vec<(Uuid, Uuid)>,
+}
+
+impl RentalStore {
+    /// Counts the saga steps waiting since before `cutoff`, and lists up to `limit` of the
+    /// oldest stuck rentals (each sweep handles a bounded batch).
+    pub async fn stuck_steps(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<StuckSteps, RentalError> {
+        use sea_orm::PaginatorTrait;
+        let pending = || {
+            item::Entity::find()
+                .filter(item::Column::State.eq("PENDING"))
+                .filter(item::Column::RentedAt.lt(cutoff))
+        };
+        let rents = pending().count(&self.db).await?;
+        let returns = item::Entity::find()
+            .filter(item::Column::State.eq("RETURN_PENDING"))
+            .filter(item::Column::ReturnedAt.lt(cutoff))
+            .count(&self.db)
+            .await?;
+        let payments = card::Entity::find()
+            .filter(card::Column::LateFeeInPaymentSince.lt(cutoff))
+            .count(&self.db)
+            .await?;
+        let oldest_rents = pending()
+            .order_by_asc(item::Column::RentedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let parse = |field: &str, value: &str| {
+                    Uuid::parse_str(value).map_err(|_| corrupt(&row.item_id, field, value))
+                };
+                Ok((
+                    parse("member_id", &row.member_id)?,
+                    parse("item_id", &row.item_id)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        Ok(StuckSteps {
+            rents,
+            returns,
+            payments,
+            oldest_rents,
+        })
     }
 }
 
@@ -266,16 +397,23 @@ fn is_contention(error: &DbErr) -> bool {
         || matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
+/// Loads the card with the books held, and `also` (an item of the card in any state).
 async fn load(
     db: &impl ConnectionTrait,
     member_id: Uuid,
+    also: Option<Uuid>,
 ) -> Result<Option<LoadedCard>, RentalError> {
     let key = member_id.to_string();
     let Some(row) = card::Entity::find_by_id(key.clone()).one(db).await? else {
         return Ok(None);
     };
+    let mut wanted = Condition::any().add(item::Column::State.is_in(HELD_STATES));
+    if let Some(item_id) = also {
+        wanted = wanted.add(item::Column::ItemId.eq(item_id.to_string()));
+    }
     let rows = item::Entity::find()
         .filter(item::Column::MemberId.eq(key))
+        .filter(wanted)
         .order_by_asc(item::Column::ItemId)
         .all(db)
         .await?;
@@ -295,6 +433,7 @@ async fn load(
             status,
             late_fee: row.late_fee,
             late_fee_in_payment: row.late_fee_in_payment,
+            late_fee_in_payment_since: row.late_fee_in_payment_since,
             items,
         },
         version: Some(row.version),
@@ -315,6 +454,7 @@ async fn save(
                 status: Set(card_status_text(card.status).to_owned()),
                 late_fee: Set(card.late_fee),
                 late_fee_in_payment: Set(card.late_fee_in_payment),
+                late_fee_in_payment_since: Set(card.late_fee_in_payment_since),
                 version: Set(1),
             })
             .exec(db)
@@ -330,6 +470,10 @@ async fn save(
                 .col_expr(
                     card::Column::LateFeeInPayment,
                     Expr::value(card.late_fee_in_payment),
+                )
+                .col_expr(
+                    card::Column::LateFeeInPaymentSince,
+                    Expr::value(card.late_fee_in_payment_since),
                 )
                 .col_expr(card::Column::Version, Expr::value(version + 1))
                 .filter(card::Column::MemberId.eq(key.clone()))
@@ -357,6 +501,34 @@ async fn save(
     }
     Ok(())
 }
+
+/// One page of the member's finished items, newest first (item ids are UUIDv7, so their
+/// order is the order of renting), and the token of the next page.
+async fn finished_items(
+    db: &impl ConnectionTrait,
+    member_id: Uuid,
+    page: &PageRequest,
+) -> Result<(Vec<RentalItem>, String), RentalError> {
+    let mut query = item::Entity::find()
+        .filter(item::Column::MemberId.eq(member_id.to_string()))
+        .filter(item::Column::State.is_in(FINISHED_STATES));
+    if let Some(after) = &page.after {
+        query = query.filter(item::Column::ItemId.lt(after.as_str()));
+    }
+    let mut rows = query
+        .order_by_desc(item::Column::ItemId)
+        .limit(page.fetch_limit())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| Ok((row.item_id.clone(), item_into_domain(row)?)))
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    let next = page.finish(&mut rows, |(item_id, _)| item_id.as_str());
+    Ok((rows.into_iter().map(|(_, item)| item).collect(), next))
+}
+
+const HELD_STATES: [&str; 3] = ["PENDING", "RENTED", "RETURN_PENDING"];
+const FINISHED_STATES: [&str; 2] = ["RETURNED", "CANCELED"];
 
 const AVAILABLE: &str = "AVAILABLE";
 const UNAVAILABLE: &str = "UNAVAILABLE";

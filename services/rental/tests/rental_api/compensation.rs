@@ -174,7 +174,10 @@ async fn a_fee_the_member_cannot_pay_is_restored() {
         let member_id = member.clone();
         async move {
             let card = rental
-                .get_rental_card(GetRentalCardRequest { member_id })
+                .get_rental_card(GetRentalCardRequest {
+                    member_id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner()

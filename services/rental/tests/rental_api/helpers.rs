@@ -131,6 +131,23 @@ impl Mesh {
         what: &str,
         wanted: impl Fn(ItemState) -> bool + Copy,
     ) -> RentalCard {
+        self.wait_for_card_where(member_id, what, |card| {
+            card.rented_items
+                .iter()
+                .chain(&card.returned_items)
+                .chain(&card.canceled_items)
+                .any(|item| item.book_id == book_id && wanted(item.state()))
+        })
+        .await
+    }
+
+    /// Waits until the member's card (its first page) satisfies `wanted`.
+    pub async fn wait_for_card_where(
+        &self,
+        member_id: &str,
+        what: &str,
+        wanted: impl Fn(&RentalCard) -> bool + Copy,
+    ) -> RentalCard {
         let rental = self.rental.clone();
         eventually(what, Duration::from_secs(20), || {
             let mut rental = rental.clone();
@@ -138,18 +155,13 @@ impl Mesh {
                 let card = rental
                     .get_rental_card(GetRentalCardRequest {
                         member_id: member_id.into(),
+                        ..Default::default()
                     })
                     .await
                     .ok()?
                     .into_inner()
                     .rental_card?;
-                let found = card
-                    .rented_items
-                    .iter()
-                    .chain(&card.returned_items)
-                    .chain(&card.canceled_items)
-                    .any(|item| item.book_id == book_id && wanted(item.state()));
-                found.then_some(card)
+                wanted(&card).then_some(card)
             }
         })
         .await
@@ -232,6 +244,7 @@ impl Mesh {
         self.rental
             .get_rental_card(GetRentalCardRequest {
                 member_id: member_id.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().rental_card.expect("card"))

@@ -4,6 +4,7 @@
 //! `helpers.rs` starts the mesh and waits on it; every other file is one feature.
 
 mod best_sellers;
+mod card_history;
 mod compensation;
 mod failures;
 mod helpers;

@@ -115,7 +115,10 @@ async fn overdue_late_fee_and_clearing() {
         let member_id = member_id.clone();
         async move {
             let card = rental
-                .get_rental_card(GetRentalCardRequest { member_id })
+                .get_rental_card(GetRentalCardRequest {
+                    member_id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner()
