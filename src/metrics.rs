@@ -217,7 +217,7 @@ pub(crate) static AUTHZ_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// The registry in the Prometheus text exposition format.
-pub(crate) fn render() -> String {
+pub fn render() -> String {
     let encoder = prometheus::TextEncoder::new();
     encoder
         .encode_to_string(&REGISTRY.gather())
