@@ -95,8 +95,9 @@ where
                 let Err(Failure::Answered(status)) = outcome else {
                     return outcome;
                 };
-                let code = status.code();
                 let never_sent = never_left_the_client(&status);
+                let status = lost_connection_as_unavailable(status, &config.name);
+                let code = status.code();
                 // A replica that fails while others are healthy is that replica's problem (it
                 // is leaving, draining or restarting), not an outage of the upstream.
                 let replica_local = code == Code::Unavailable
@@ -183,6 +184,25 @@ fn power_of_two_choices<'a>(candidates: &[&'a Arc<Replica>]) -> &'a Arc<Replica>
 ///   by the connection closing gets an I/O error instead).
 ///
 /// A server's answer never carries any of these.
+/// A call whose connection broke under it (the replica was killed mid-call) fails locally
+/// with UNKNOWN "transport error": tonic's code for an I/O error it cannot classify. No
+/// server answered it, so for the caller it is UNAVAILABLE, the code gRPC clients retry and
+/// act on. An UNKNOWN the server sent has no local source and stays what it is.
+fn lost_connection_as_unavailable(status: Status, upstream: &str) -> Status {
+    use std::error::Error as _;
+    if status.code() != Code::Unknown || status.source().is_none() {
+        return status;
+    }
+    let mut detail = status.message().to_owned();
+    let mut source = status.source();
+    while let Some(error) = source {
+        detail.push_str(": ");
+        detail.push_str(&error.to_string());
+        source = error.source();
+    }
+    Status::unavailable(format!("{upstream}: connection lost mid-call: {detail}"))
+}
+
 fn never_left_the_client(status: &Status) -> bool {
     use std::error::Error as _;
     let mut source = status.source();
@@ -206,6 +226,21 @@ fn never_left_the_client(status: &Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_lost_mid_call_is_unavailable_but_a_servers_unknown_is_not() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let lost = Status::from_error(Box::new(reset));
+        assert_eq!(lost.code(), Code::Unknown, "what tonic makes of it");
+        let mapped = lost_connection_as_unavailable(lost, "book");
+        assert_eq!(mapped.code(), Code::Unavailable);
+        assert!(mapped.message().contains("reset by peer"), "{mapped:?}");
+        let answered = Status::unknown("the handler said so");
+        assert_eq!(
+            lost_connection_as_unavailable(answered, "book").code(),
+            Code::Unknown
+        );
+    }
     use crate::client::config::UpstreamConfig;
     use tonic::transport::Endpoint;
 
