@@ -406,7 +406,133 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sea_orm_migration::{MigrationTrait, SchemaManager};
+
     use super::*;
+
+    /// A handler that counts its calls and answers only when the test lets it.
+    fn gated_handler(
+        calls: Arc<AtomicUsize>,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> impl tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |_request: http::Request<Body>| {
+            let (calls, gate) = (calls.clone(), gate.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _permit = gate.acquire().await;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let body = Full::new(Bytes::from_static(b"the first answer"))
+                    .map_err(|never| match never {})
+                    .with_trailers(async move { Some(Ok(trailers)) });
+                Ok::<_, Infallible>(http::Response::new(Body::new(body)))
+            }
+        })
+    }
+
+    fn keyed_rent() -> http::Request<Body> {
+        let mut request = http::Request::new(Body::new(
+            Full::new(Bytes::from_static(b"rent this")).map_err(|never| match never {}),
+        ));
+        *request.uri_mut() = http::Uri::from_static("/bookmesh.rental.v1.RentalService/RentBook");
+        request.headers_mut().insert(
+            IDEMPOTENCY_KEY_HEADER,
+            http::HeaderValue::from_static("k-1"),
+        );
+        request
+    }
+
+    async fn answer(response: http::Response<Body>) -> (Code, Bytes) {
+        let code = Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (code, body)
+    }
+
+    #[tokio::test]
+    async fn a_repeat_while_running_is_aborted_and_one_after_a_crash_takes_over() {
+        use tower::{Layer as _, Service as _, ServiceExt as _};
+        let path = std::env::temp_dir().join(format!("idem-{}.db", uuid::Uuid::now_v7()));
+        let db = crate::db::connect_lazy(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("db");
+        CreateIdempotencyKeys
+            .up(&SchemaManager::new(&db))
+            .await
+            .expect("table");
+        let (calls, gate) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+        );
+        let layer = IdempotencyLayer::new(db.clone(), &["RentBook"], Duration::from_secs(20), 1024);
+        let service = layer.layer(gated_handler(calls.clone(), gate.clone()));
+
+        // The first call runs (and hangs in the handler)...
+        let first = tokio::spawn(service.clone().oneshot(keyed_rent()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while calls.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first call started"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ...so a repeat is ABORTED without reaching the handler.
+        let Ok(repeat) = service.clone().oneshot(keyed_rent()).await;
+        assert_eq!(answer(repeat).await.0, Code::Aborted);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // The process dies with the call running: its key stays `running`. Within the
+        // running expiry a repeat is still ABORTED; past it (the row aged), it takes over.
+        first.abort();
+        let _ = first.await;
+        let Ok(repeat) = service.clone().oneshot(keyed_rent()).await;
+        assert_eq!(answer(repeat).await.0, Code::Aborted);
+        entity::Entity::update_many()
+            .col_expr(
+                entity::Column::CreatedAt,
+                Expr::value(crate::db::now() - chrono::Duration::minutes(1)),
+            )
+            .exec(&db)
+            .await
+            .expect("age the key");
+        gate.add_permits(1);
+        let Ok(taken_over) = service
+            .clone()
+            .ready()
+            .await
+            .expect("ready")
+            .call(keyed_rent())
+            .await;
+        assert_eq!(
+            answer(taken_over).await,
+            (Code::Ok, Bytes::from_static(b"the first answer"))
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the takeover ran the call");
+
+        // Its answer is stored: the next repeat is answered without the handler.
+        let Ok(replayed) = service.clone().oneshot(keyed_rent()).await;
+        assert_eq!(
+            answer(replayed).await.1,
+            Bytes::from_static(b"the first answer")
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let _ = std::fs::remove_file(path);
+    }
 
     #[test]
     fn fingerprints_are_stable() {
