@@ -71,8 +71,12 @@ token: ## Print a development token: ROLE=librarian|admin, or ROLE=member MEMBER
 	@$(CARGO) run --quiet -p bookmesh-token -- --role "$(ROLE)" $(if $(MEMBER),--subject "$(MEMBER)")
 
 .PHONY: fuzz
-fuzz: ## Fuzz each service's requests and the rental rules, FUZZ_SECONDS each (default 600; cargo-fuzz on nightly)
+fuzz: ## Fuzz each service's requests and the rental rules, FUZZ_SECONDS each (default 600; cargo-fuzz on nightly, with AddressSanitizer)
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),600)
+
+.PHONY: fuzz-quick
+fuzz-quick: ## The short fuzz run CI makes: FUZZ_SECONDS each (default 20), debug build, no sanitizer, default toolchain
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),20) --quick
 
 .PHONY: soak
 soak: build tools ## Load the mesh for DURATION seconds (default 300) while SIGKILLing and restarting replicas, then check it (docs/reliability.md)

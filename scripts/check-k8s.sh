@@ -110,7 +110,7 @@ expect_failure "book may publish on rental's subject" \
 # shellcheck disable=SC2016 # the $ is sed's, literal
 expect_failure "bestbook may pull from book's consumer" \
   nats_permissions::each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more \
-  base/nats/nats.conf '/"\$JS.API.CONSUMER.\*.\*.BOOKMESH_RENTAL.book",/d'
+  base/nats/nats.conf 's/"\$JS.API.CONSUMER.MSG.NEXT.BOOKMESH_RENTAL.bestbook"/"$JS.API.CONSUMER.MSG.NEXT.BOOKMESH_RENTAL.*"/'
 expect_failure "rental's certificate names member" \
   identities::every_workload_mounts_the_certificate_of_its_own_identity \
   base/pki/identities.yaml 's#spiffe://bookmesh.local/ns/bookmesh/sa/rental#spiffe://bookmesh.local/ns/bookmesh/sa/member#'

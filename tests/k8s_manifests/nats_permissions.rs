@@ -140,8 +140,8 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         .await
         .expect("stored");
 
-    // The best-seller service names its consumers after its pods, so it may make any consumer
-    // of rental's stream and pull from it...
+    // The best-seller service's replicas share one consumer of rental's stream, named after
+    // the service: it may make that consumer and pull from it...
     let bestbook = broker.raw("bestbook").await;
     let bestbook_stream = bestbook
         .get_stream("BOOKMESH_RENTAL")
@@ -149,14 +149,14 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         .expect("bestbook reads rental's stream");
     let own = bestbook_stream
         .get_or_create_consumer(
-            "bestbook-pod-a",
+            "bestbook",
             async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some("bestbook-pod-a".into()),
+                durable_name: Some("bestbook".into()),
                 ..Default::default()
             },
         )
         .await
-        .expect("bestbook makes its pod's consumer");
+        .expect("bestbook makes its shared consumer");
     let pulled = own
         .fetch()
         .max_messages(1)
@@ -191,18 +191,29 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         }
     };
     assert!(
-        pull_next("bestbook-pod-a").await,
-        "a raw pull from bestbook's own consumer works (the control for the next check); the broker said:\n{}",
+        pull_next("bestbook").await,
+        "a raw pull from bestbook's own consumer works (the control for the next checks); the broker said:\n{}",
         broker.log()
     );
-    // ...but not any other service's consumer of that stream: every durable consumer that
-    // nats.conf gives another user there is denied to it by name.
+    // ...but no consumer under another name, such as one per pod...
+    let per_pod = bestbook_stream
+        .get_or_create_consumer(
+            "bestbook-pod-a",
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("bestbook-pod-a".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(per_pod.is_err(), "bestbook made a consumer of its pod");
+    // ...nor any other service's consumer of that stream: none of the durable consumers that
+    // nats.conf gives another user there.
     let others: BTreeSet<&str> = broker
         .config
         .split("\"$JS.API.CONSUMER.DURABLE.CREATE.BOOKMESH_RENTAL.")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
-        .filter(|name| *name != "*")
+        .filter(|name| *name != "*" && *name != "bestbook")
         .collect();
     assert!(
         others.contains("book") && others.contains("member"),

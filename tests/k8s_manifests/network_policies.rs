@@ -289,8 +289,8 @@ fn network_policies_admit_exactly_the_real_callers() {
             }
         }
         assert_eq!(
-            checked_databases, 3,
-            "{overlay}: book, member and rental databases"
+            checked_databases, 4,
+            "{overlay}: book, member, rental and bestbook databases"
         );
         for pod in &pods {
             assert!(
