@@ -75,11 +75,18 @@ declare -A rss_start
 for service in book member rental; do rss_start[$service]=$(rss_kb "${pid_of[$service-2]}"); done
 rss_start[bestbook]=$(rss_kb "${pid_of[bestbook]}")
 
+# Where each survivor's RSS went between the kills (MB): growth that levels off is warm-up
+# (pools, caches, the allocator), growth that keeps its slope is a leak.
+declare -A rss_trail
+survivor_pid() { if [[ $1 == bestbook ]]; then echo "${pid_of[bestbook]}"; else echo "${pid_of[$1-2]}"; fi; }
 kills=0
 victims=(book member rental)
 while kill -0 "$load" 2>/dev/null; do
   sleep "$kill_every"
   kill -0 "$load" 2>/dev/null || break
+  for service in book member rental bestbook; do
+    rss_trail[$service]+=" $(awk -v kb="$(rss_kb "$(survivor_pid "$service")")" 'BEGIN { printf "%.1f", kb/1024 }')"
+  done
   service=${victims[$((kills % 3))]}
   kill -KILL "${pid_of[$service-3]}" 2>/dev/null || true
   wait "${pid_of[$service-3]}" 2>/dev/null || true
@@ -101,12 +108,15 @@ echo
 echo "== replicas killed and restarted: $kills"
 echo "== RSS of the replicas never killed (start -> end)"
 for service in book member rental bestbook; do
-  pid=${pid_of[$service-2]:-${pid_of[$service]}}
-  [[ $service == bestbook ]] && pid=${pid_of[bestbook]}
+  pid=$(survivor_pid "$service")
   start_kb=${rss_start[$service]}
   end_kb=$(rss_kb "$pid")
   awk -v s="$service" -v a="$start_kb" -v b="$end_kb" \
     'BEGIN { printf "  %-9s %7.1f MB -> %7.1f MB (%+.1f %%)\n", s, a/1024, b/1024, (a > 0 ? (b-a)*100/a : 0) }'
+done
+echo "== their RSS at each kill (MB)"
+for service in book member rental bestbook; do
+  printf '  %-9s%s\n' "$service" "${rss_trail[$service]:-}"
 done
 
 echo

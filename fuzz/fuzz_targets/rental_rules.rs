@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             .get(usize::from(a) % card.items.len().max(1))
             .map_or_else(Uuid::now_v7, |item| item.item_id);
         let points = i64::from(b) - 16;
-        match op % 12 {
+        match op % 13 {
             0 => drop(card.rent(book, "t".into(), now)),
             1 => drop(card.confirm_rent(item, now)),
             2 => drop(card.cancel_rent(item, "no", now)),
@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
             8 => drop(card.confirm_payment(points, now)),
             9 => drop(card.restore_late_fee(points, now)),
             10 => now += Duration::days(i64::from(b)),
+            11 => drop(card.time_out_rent(item, now - Duration::minutes(i64::from(b)), "late", now)),
             _ => card.refresh(now),
         }
         assert!(card.late_fee >= 0, "late fee {}", card.late_fee);
@@ -55,5 +56,11 @@ fuzz_target!(|data: &[u8]| {
         if card.late_fee > 0 || card.late_fee_in_payment > 0 {
             assert_eq!(card.status, CardStatus::Unavailable, "{card:?}");
         }
+        // A payment in flight knows since when (the saga deadline reports it), and only then.
+        assert_eq!(
+            card.late_fee_in_payment > 0,
+            card.late_fee_in_payment_since.is_some(),
+            "{card:?}"
+        );
     }
 });
