@@ -70,6 +70,15 @@ loadgen: build ## Load the running mesh (make run) for 10 s with the default mix
 token: ## Print a development token: ROLE=librarian|admin, or ROLE=member MEMBER=<member_id> (use make -s)
 	@$(CARGO) run --quiet -p bookmesh-token -- --role "$(ROLE)" $(if $(MEMBER),--subject "$(MEMBER)")
 
+.PHONY: fault
+fault: ## Switch an injected fault on the running mesh: SERVICE=book NAME=error CODE=UNAVAILABLE RATE=0.5; OFF=1 switches it off (docs/faults.md)
+	@env SERVICE="$(SERVICE)" NAME="$(NAME)" OFF="$(OFF)" METHOD="$(METHOD)" RATE="$(RATE)" CODE="$(CODE)" \
+	  MS="$(MS)" MAX_MS="$(MAX_MS)" DELAY_MS="$(DELAY_MS)" EVENT_TYPE="$(EVENT_TYPE)" POINT="$(POINT)" scripts/fault.sh
+
+.PHONY: demo-faults
+demo-faults: build ## With make run running: load, then three faults one after another, and what changed (docs/faults.md)
+	scripts/demo-faults.sh
+
 .PHONY: fuzz
 fuzz: ## Fuzz each service's requests and the rental rules, FUZZ_SECONDS each (default 600; cargo-fuzz on nightly, with AddressSanitizer)
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),600)

@@ -214,6 +214,16 @@ pub struct ServerArgs {
     /// Interval of the database check behind the health status.
     #[arg(long, env = "BOOKMESH_READINESS_INTERVAL", value_parser = parse_duration, default_value = "5s")]
     pub readiness_interval: Duration,
+
+    /// Accept injected faults (docs/faults.md) on the admin port and from --fault. Off by
+    /// default: a production service refuses them.
+    #[arg(long, env = "BOOKMESH_FAULTS_ENABLED")]
+    pub faults_enabled: bool,
+
+    /// Faults switched on at start, `name=<json>`, several separated by `;`
+    /// (`error={"code":"UNAVAILABLE","rate":0.5}`). Needs --faults-enabled.
+    #[arg(long = "fault", env = "BOOKMESH_FAULTS", value_delimiter = ';')]
+    pub faults: Vec<String>,
 }
 
 impl Default for ServerArgs {

@@ -141,7 +141,12 @@ pub(crate) fn spawn_readiness<M: MigratorTrait>(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let answered = db.ping().await;
+            // An injected outage fails the check as a real one would (docs/faults.md).
+            let answered = if crate::faults::database_outage() {
+                Err(DbErr::Custom("fault injected: database outage".to_owned()))
+            } else {
+                db.ping().await
+            };
             record_pool_metrics(&db);
             if let Err(error) = &answered {
                 tracing::warn!(%error, "database ping failed");

@@ -18,8 +18,9 @@
 //! 4. `metrics`, `trace_context`, `deadline`: process-wide metrics, and what the request
 //!    being served carries (its trace, its deadline).
 //! 5. `telemetry`: logging and trace export.
-//! 6. `readiness`, `listener`, `identity`: whether the service can work; binding its
-//!    sockets; who it is (its certificate) and the mTLS it speaks.
+//! 6. `readiness`, `listener`, `identity`, `faults`: whether the service can work; binding
+//!    its sockets; who it is (its certificate) and the mTLS it speaks; the faults a user
+//!    switched on.
 //! 7. `admin`, `db`, `auth`: the admin HTTP port; database pools, migrations and contention;
 //!    user tokens and the authorization policy.
 //! 8. `client`: the client stack (trace, metrics, deadline, retry, breaker, balance).
@@ -38,6 +39,7 @@ pub mod config;
 pub mod db;
 pub mod deadline;
 pub mod events;
+pub mod faults;
 pub mod identity;
 mod listener;
 pub mod metrics;

@@ -301,3 +301,21 @@ pub fn set_saga_steps_stuck(service: &'static str, step: &'static str, count: u6
 pub fn count_saga_timeout(service: &'static str, step: &'static str) {
     SAGA_TIMEOUTS.with_label_values(&[service, step]).inc();
 }
+
+/// Faults switched on now, by service and fault (1 or 0; docs/faults.md).
+pub(crate) static FAULTS_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "bookmesh_faults_active",
+        "Injected faults switched on now, by service and fault",
+        &["service", "fault"],
+    )
+});
+
+/// Calls and events a fault hit, by service and fault.
+pub(crate) static FAULTS_INJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "bookmesh_faults_injected_total",
+        "Calls and events an injected fault hit, by service and fault",
+        &["service", "fault"],
+    )
+});

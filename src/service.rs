@@ -285,6 +285,17 @@ pub async fn serve_until<S: Service>(
             .map_err(|error| ServeError::Config(error.to_string()))?;
         Some(Arc::new(authorizer))
     };
+    if args.server.faults_enabled {
+        crate::faults::enable(S::NAME, &args.server.faults)
+            .map_err(|error| ServeError::Config(format!("--fault: {error}")))?;
+        tracing::warn!(
+            "faults may be injected (--faults-enabled, docs/faults.md): not for production"
+        );
+    } else if !args.server.faults.is_empty() {
+        return Err(ServeError::Config(
+            "--fault needs --faults-enabled (BOOKMESH_FAULTS_ENABLED=true)".to_owned(),
+        ));
+    }
     // Lazy: the server starts, answers NOT_SERVING, and waits for a database still starting.
     let db = crate::db::connect_lazy(&args.database.effective_url(S::NAME)).await?;
     let readiness = Readiness::new();

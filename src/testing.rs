@@ -487,3 +487,39 @@ impl crate::events::consumer::EventHandler for CountingHandler {
         })
     }
 }
+
+/// Registers a new member (a unique email) and a new copy titled `title` through the member
+/// and book services at `member_url` and `book_url`: their ids.
+pub async fn register_member_and_book(
+    member_url: &str,
+    book_url: &str,
+    title: &str,
+) -> (String, String) {
+    use crate::proto::book::v1::book_service_client::BookServiceClient;
+    use crate::proto::member::v1::RegisterMemberRequest;
+    use crate::proto::member::v1::member_service_client::MemberServiceClient;
+    let channel = |url: &str| {
+        let url = url.to_owned();
+        async move { connect(&url).await.expect("connect") }
+    };
+    let member = MemberServiceClient::new(channel(member_url).await)
+        .register_member(RegisterMemberRequest {
+            name: "Test Reader".into(),
+            email: format!("reader-{}@example.org", uuid::Uuid::now_v7().simple()),
+        })
+        .await
+        .expect("register member")
+        .into_inner()
+        .member
+        .expect("member")
+        .member_id;
+    let book = BookServiceClient::new(channel(book_url).await)
+        .register_book(a_book(title))
+        .await
+        .expect("register book")
+        .into_inner()
+        .book
+        .expect("book")
+        .book_id;
+    (member, book)
+}

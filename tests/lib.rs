@@ -169,11 +169,30 @@ impl ServiceProcess {
 
 /// A plain HTTP/1.0 GET (for the admin port): status code and body.
 pub async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(address, "GET", path, &[], "").await
+}
+
+/// A plain HTTP/1.0 request with `headers` and `body` (for the admin port's `/faults`):
+/// status code and body.
+pub async fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-        .await?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     let status = response
@@ -186,6 +205,16 @@ pub async fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// The value of the first series of `/metrics` at `admin` that starts with `series`
+/// (`name{labels}`), if it is there.
+pub async fn metric_value(admin: &str, series: &str) -> Option<f64> {
+    let (_, metrics) = http_get(admin, "/metrics").await.ok()?;
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
 }
 
 impl ServiceProcess {
@@ -202,6 +231,14 @@ impl ServiceProcess {
             .unwrap_or_else(|_| panic!("{} did not exit within {within:?}", self.name))
             .expect("wait");
         (status, started.elapsed())
+    }
+
+    /// Waits (at most `within`) for the process to exit by itself: its exit status.
+    pub async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {within:?}", self.name))
+            .expect("wait")
     }
 
     /// SIGKILL: a crash, no drain, no cleanup.

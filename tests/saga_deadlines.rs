@@ -7,12 +7,12 @@
 //! where nothing listens: RentBook still finds the book (rental calls book directly), but
 //! ItemRented is not read until book restarts with the right endpoint.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::book::v1::{BookStatus, GetBookRequest};
+use bookmesh::proto::member::v1::GetMemberRequest;
 use bookmesh::proto::member::v1::member_service_client::MemberServiceClient;
-use bookmesh::proto::member::v1::{GetMemberRequest, RegisterMemberRequest};
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use bookmesh::proto::rental::v1::{
     GetRentalCardRequest, GetRentalHistoryRequest, ItemState, RentBookRequest,
@@ -24,19 +24,11 @@ use bookmesh_mesh_tests::{ServiceProcess, free_port, http_get};
 const STEP_TIMEOUT_SECS: u64 = 3;
 
 /// Polls `probe` until it returns `Some`, or fails the test with `what` after 30 s.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn eventually<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    probe: impl FnMut() -> Fut,
+) -> T {
+    bookmesh::testing::eventually(what, Duration::from_secs(30), probe).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,30 +69,17 @@ async fn a_rental_the_book_service_never_answers_is_reported_then_given_up_and_f
     let cut_off_book = start("book", book.clone(), nowhere.clone()).await;
     let rental_process = start("rental", rental.clone(), rental.clone()).await;
 
-    let mut members =
+    let members =
         MemberServiceClient::new(connect(&format!("http://{member}")).await.expect("member"));
     let mut books = BookServiceClient::new(connect(&format!("http://{book}")).await.expect("book"));
     let mut rentals =
         RentalServiceClient::new(connect(&format!("http://{rental}")).await.expect("rental"));
-    let member_id = members
-        .register_member(RegisterMemberRequest {
-            name: "Patient Reader".into(),
-            email: format!("patient-{}@example.org", uuid::Uuid::now_v7().simple()),
-        })
-        .await
-        .expect("register member")
-        .into_inner()
-        .member
-        .expect("member")
-        .member_id;
-    let book_id = books
-        .register_book(bookmesh::testing::a_book("Waiting for Godot"))
-        .await
-        .expect("register book")
-        .into_inner()
-        .book
-        .expect("book")
-        .book_id;
+    let (member_id, book_id) = bookmesh::testing::register_member_and_book(
+        &format!("http://{member}"),
+        &format!("http://{book}"),
+        "Waiting for Godot",
+    )
+    .await;
     let rented = rentals
         .rent_book(RentBookRequest {
             member_id: member_id.clone(),

@@ -85,10 +85,16 @@ where
             ));
             return Box::pin(async move { Err(Failure::Refused(status)) });
         }
-        let breaker = self.breaker.clone();
+        // Settled with the call's outcome; a call that says nothing about the upstream (or
+        // whose caller dropped it) gives its half-open trial slot back.
+        let permit = TrialPermit {
+            breaker: self.breaker.clone(),
+            settled: false,
+        };
         let callers_deadline = call.callers_deadline;
         let outcome = self.inner.call(call);
         Box::pin(async move {
+            let mut permit = permit;
             let outcome = outcome.await;
             let success = match &outcome {
                 Ok(_) => Some(true),
@@ -106,10 +112,27 @@ where
                 Err(Failure::Refused(_)) => None,
             };
             if let Some(success) = success {
-                breaker.record(success, Instant::now());
+                permit.breaker.record(success, Instant::now());
+                permit.settled = true;
             }
             outcome
         })
+    }
+}
+
+/// One call the breaker let through. Without this, a half-open breaker whose trial calls
+/// ended without a verdict (the caller's own deadline ran out, the caller went away) would
+/// keep its trial slots taken and refuse every call for ever.
+struct TrialPermit {
+    breaker: Arc<CircuitBreaker>,
+    settled: bool,
+}
+
+impl Drop for TrialPermit {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.breaker.release();
+        }
     }
 }
 

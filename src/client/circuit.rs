@@ -129,6 +129,18 @@ impl CircuitBreaker {
         }
     }
 
+    /// Gives back the trial slot of an allowed call that ended without an outcome worth
+    /// recording (it says nothing about the upstream, or it was abandoned). Outside the
+    /// half-open state there is nothing to give back.
+    pub(super) fn release(&self) {
+        let mut inner = self.lock();
+        if let Inner::HalfOpen { permits, successes } = &mut *inner {
+            // Never more than the trial calls still to be made.
+            let outstanding = self.config.half_open_calls.saturating_sub(*successes);
+            *permits = (*permits + 1).min(outstanding);
+        }
+    }
+
     /// Records the outcome of a call that [`CircuitBreaker::try_acquire`] allowed.
     pub(super) fn record(&self, success: bool, now: Instant) {
         let mut inner = self.lock();
@@ -278,6 +290,41 @@ mod tests {
         b.record(true, later);
         b.record(true, later);
         assert_eq!(b.state(later), BreakerState::Closed);
+    }
+
+    #[test]
+    fn trial_calls_that_end_without_a_verdict_give_their_slot_back() {
+        let b = breaker();
+        let t = Instant::now();
+        for _ in 0..4 {
+            b.record(false, t);
+        }
+        let later = t + Duration::from_secs(5);
+        // Both trial calls end without an outcome (the caller's own deadline, a dropped call).
+        for _ in 0..2 {
+            assert!(b.try_acquire(later).is_ok());
+        }
+        assert_eq!(b.try_acquire(later), Err(BreakerOpen));
+        b.release();
+        b.release();
+        b.release();
+        // The slots are back (no more than the trials still to make), and trials close it.
+        assert!(b.try_acquire(later).is_ok());
+        assert!(b.try_acquire(later).is_ok());
+        assert_eq!(
+            b.try_acquire(later),
+            Err(BreakerOpen),
+            "two slots, not three"
+        );
+        b.record(true, later);
+        b.record(true, later);
+        assert_eq!(b.state(later), BreakerState::Closed);
+        b.release();
+        assert_eq!(
+            b.state(later),
+            BreakerState::Closed,
+            "nothing to give back when closed"
+        );
     }
 
     #[test]

@@ -246,6 +246,19 @@ impl Processor {
     /// `max_attempts`. Returns an error only when even recording the outcome failed (the
     /// database is down): the caller must not move past the event then.
     pub async fn process(&self, event: &Event) -> Result<Handled, DbErr> {
+        // Injected faults (docs/faults.md): a slow delivery, then the same event twice.
+        if let Some(delay) = crate::faults::event_delay() {
+            tokio::time::sleep(delay).await;
+        }
+        let handled = self.process_once(event).await?;
+        if handled == Handled::Applied && crate::faults::duplicate_delivery() {
+            let again = self.process_once(event).await?;
+            tracing::info!(event_id = %event.event_id, ?again, "fault injected: event delivered twice");
+        }
+        Ok(handled)
+    }
+
+    async fn process_once(&self, event: &Event) -> Result<Handled, DbErr> {
         let mut backoff = self.config.initial_backoff;
         let mut last_error = String::new();
         let mut attempt = 0;
@@ -277,6 +290,9 @@ impl Processor {
             match applied {
                 Ok(handled) => {
                     if handled == Handled::Applied {
+                        // Committed, not yet acknowledged: the redelivery after a crash here
+                        // must change nothing (the inbox).
+                        crate::faults::crash_point(crate::faults::crash_points::AFTER_APPLY);
                         self.committed();
                     }
                     self.record(event, handled);
@@ -318,6 +334,11 @@ impl Processor {
     }
 
     async fn try_apply(&self, event: &Event) -> Result<Handled, HandlerError> {
+        if crate::faults::database_outage() {
+            return Err(HandlerError::Transient(
+                "database outage (fault injected)".to_owned(),
+            ));
+        }
         let txn = self.db.begin().await?;
         let seen = inbox::Entity::find_by_id(event.event_id.clone())
             .one(&txn)
@@ -327,6 +348,11 @@ impl Processor {
             advance(&txn, &self.config.subscription(), event.sequence).await?;
             txn.commit().await?;
             return Ok(Handled::Duplicate);
+        }
+        if crate::faults::poison(&event.event_type) {
+            return Err(HandlerError::Rejected(
+                "poison event (fault injected): the handler refuses it".to_owned(),
+            ));
         }
         self.handler.handle(&txn, event).await?;
         inbox::Entity::insert(inbox::ActiveModel {

@@ -85,6 +85,9 @@ impl Relay {
 
     /// Publishes what is pending; returns how many rows it published.
     pub async fn publish_pending(&self) -> Result<usize, DbErr> {
+        if crate::faults::database_outage() {
+            return Err(DbErr::Custom("fault injected: database outage".to_owned()));
+        }
         let txn = self.db.begin().await?;
         let pending = pending_rows(&txn).await?;
         if pending.is_empty() {

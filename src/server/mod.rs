@@ -15,6 +15,7 @@ mod catch_panic;
 mod connections;
 mod deadline;
 mod drain;
+mod fault;
 mod health;
 mod idempotency;
 mod load_shed;
@@ -127,9 +128,12 @@ where
         readiness.clone(),
     ));
     let admin_task = settings.admin_listen.map(|address| {
-        let readiness = readiness.clone();
+        let admin = crate::admin::Admin {
+            readiness: readiness.clone(),
+            authorizer: authorizer.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(error) = crate::admin::serve(address, readiness).await {
+            if let Err(error) = crate::admin::serve(address, admin).await {
                 tracing::error!(%error, %address, "admin HTTP server failed");
             }
         })

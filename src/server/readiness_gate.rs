@@ -61,6 +61,12 @@ where
             let status = tonic::Status::unavailable("service is starting: database not ready yet");
             return Either::Left(ready(Ok(status.into_http())));
         }
+        // An injected database outage (docs/faults.md): every call fails as the store would.
+        if crate::faults::database_outage() {
+            let status =
+                tonic::Status::unavailable("database unavailable (fault injected: db-outage)");
+            return Either::Left(ready(Ok(status.into_http())));
+        }
         Either::Right(self.inner.call(request))
     }
 }

@@ -17,6 +17,7 @@ use super::access_log::AccessLogLayer;
 use super::authorize::AuthorizeLayer;
 use super::catch_panic::CatchPanicLayer;
 use super::deadline::DeadlineLayer;
+use super::fault::FaultLayer;
 use super::load_shed::ShedAsResourceExhaustedLayer;
 use super::metrics::MetricsLayer;
 use super::readiness_gate::ReadinessGateLayer;
@@ -76,6 +77,9 @@ where
         // Every call gets a deadline, its checks included (a request read slowly for the
         // "member themself" check must not outlive it).
         .layer(DeadlineLayer::new(guard.request_timeout))
+        // Injected faults (off unless --faults-enabled): below the deadline, so a hang ends
+        // at the call's deadline; above everything else, so they see no handler work.
+        .layer(FaultLayer)
         // A panic below answers INTERNAL, which the layers above see, count and log; the
         // connection and its other calls live on.
         .layer(CatchPanicLayer::new(S::NAME))

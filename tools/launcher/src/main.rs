@@ -209,7 +209,9 @@ fn start(
             "BOOKMESH_INSECURE_PLAINTEXT",
             args.identity.insecure_plaintext.to_string(),
         )
-        // Admin HTTP (/metrics, /healthz, /readyz) on the gRPC port + 1000.
+        // A development mesh: faults may be switched on (`make fault`, docs/faults.md).
+        .env("BOOKMESH_FAULTS_ENABLED", "true")
+        // Admin HTTP (/metrics, /healthz, /readyz, /faults) on the gRPC port + 1000.
         .env(
             "BOOKMESH_ADMIN_LISTEN",
             format!("{}:{}", args.host, spec.port + 1000),

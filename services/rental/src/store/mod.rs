@@ -163,6 +163,9 @@ impl RentalStore {
             }
             match txn.commit().await {
                 Ok(()) => {
+                    // Committed with its outbox row, not yet published: after a crash here
+                    // the relay of the next process publishes it (docs/faults.md).
+                    bookmesh::faults::crash_point(bookmesh::faults::crash_points::AFTER_COMMIT);
                     if publishes {
                         self.relay.wake();
                     }
