@@ -248,6 +248,15 @@ pub async fn run<S: Service>(service: S) -> Result<(), ServeError> {
     served
 }
 
+/// Logging and trace export for a process that is not a [`Service`] (the gateway), set up as
+/// the services' are; keep the guard until the process stops, so pending spans are flushed.
+pub fn init_telemetry(name: &str, format: crate::config::LogFormat) -> TelemetryGuard {
+    TelemetryGuard(crate::telemetry::init(name, format))
+}
+
+/// Keeps logging and trace export running; dropping it flushes them.
+pub struct TelemetryGuard(#[allow(dead_code)] crate::telemetry::Telemetry);
+
 /// A service binary's whole `main`: runs `service` and turns the outcome into the exit status
 /// (the error was logged, as one line, by [`run`]; no backtrace).
 pub async fn main<S: Service>(service: S) -> std::process::ExitCode {

@@ -165,6 +165,26 @@ impl Upstream {
         F: Fn(Channel, Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
+        self.call_method(method_name::<Req>(), idempotency, message, send)
+            .await
+    }
+
+    /// [`Upstream::call`] for a caller whose message type does not name the method (the
+    /// gateway forwards encoded messages): `method` labels the call's metrics and span, so it
+    /// must come from a closed set (the contracts' methods), never from a request.
+    pub async fn call_method<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        idempotency: Idempotency,
+        message: Req,
+        send: F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone + Send + 'static,
+        Resp: Send + 'static,
+        F: Fn(Channel, Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
         let config = self.replicas.config();
         let stack = ServiceBuilder::new()
             // Outermost, so the span covers every attempt and is the parent of each.
@@ -189,7 +209,7 @@ impl Upstream {
                 self.attempts.clone(),
             ));
         let call = Call {
-            method: method_name::<Req>(),
+            method,
             message,
             idempotency,
             deadline: Instant::now() + config.call_timeout,

@@ -105,6 +105,15 @@ check "walkthrough: someone else's card is PERMISSION_DENIED" "Code: PermissionD
 check "walkthrough: ... because it is not the member's own" "NOT_SELF" "$output"
 check "walkthrough: no token is UNAUTHENTICATED" "Code: Unauthenticated" "$output"
 
+# The README's curl walkthrough, through the gateway, exactly as written there.
+curl_block=$(awk '/<!-- curl:start -->/{on=1; next} /<!-- curl:end -->/{on=0} on' README.md | sed '/^```/d')
+[[ -n "$curl_block" ]] || fail "README has no curl block"
+curl_output=$(bash -c "$curl_block" 2>&1 || true)
+check "curl: the rental item is pending" '"state":"ITEM_STATE_PENDING"' "$curl_output"
+check "curl: bad input is HTTP 400" "HTTP 400" "$curl_output"
+check "curl: ... with its gRPC code" '"code":"invalid_argument"' "$curl_output"
+check "curl: ... and the offending field" '"field":"email"' "$curl_output"
+
 # The rental saga runs on events: the item becomes RENTED and the member earns 10 points.
 member_id=$(sed -n 's/^WALKTHROUGH_MEMBER_ID=//p' <<<"$output")
 [[ -n "$member_id" ]] || fail "walkthrough did not register a member"

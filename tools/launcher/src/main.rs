@@ -66,9 +66,11 @@ const WORKLOADS: &[&str] = &[
     "check",
     "launcher",
     "python-consumer",
+    "gateway",
 ];
 
-/// One service of the mesh: binary, port, gRPC service name, log colour.
+/// One service of the mesh: binary, port, gRPC service name (empty for the gateway, which
+/// speaks HTTP and answers `GET /healthz`), log colour.
 struct ServiceSpec {
     name: &'static str,
     binary: &'static str,
@@ -77,7 +79,7 @@ struct ServiceSpec {
     colour: &'static str,
 }
 
-const SERVICES: [ServiceSpec; 4] = [
+const SERVICES: [ServiceSpec; 5] = [
     ServiceSpec {
         name: "book",
         binary: "book-service",
@@ -105,6 +107,14 @@ const SERVICES: [ServiceSpec; 4] = [
         port: 50054,
         grpc_service: "bookmesh.bestbook.v1.BestBookService",
         colour: "\x1b[32m",
+    },
+    // The edge: JSON over HTTP for curl and browsers (docs/gateway.md).
+    ServiceSpec {
+        name: "gateway",
+        binary: "gateway-service",
+        port: 8080,
+        grpc_service: "",
+        colour: "\x1b[34m",
     },
 ];
 
@@ -284,6 +294,9 @@ async fn wait_until_all_serving(
 }
 
 async fn health(identity: &Identity, url: &str, spec: &ServiceSpec) -> Option<ServingStatus> {
+    if spec.grpc_service.is_empty() {
+        return http_health(url).await;
+    }
     let channel = tokio::time::timeout(Duration::from_secs(1), identity.channel(url, spec.name))
         .await
         .ok()?
@@ -295,6 +308,30 @@ async fn health(identity: &Identity, url: &str, spec: &ServiceSpec) -> Option<Se
         .await
         .ok()?;
     ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+/// `GET /healthz` on the gateway: SERVING once it answers 200.
+async fn http_health(url: &str) -> Option<ServingStatus> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.strip_prefix("http://")?;
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    stream
+        .write_all(format!("GET /healthz HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(1), stream.read_to_string(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    // "HTTP/1.0 200 OK": the status code is the second word.
+    (answer.split_whitespace().nth(1) == Some("200")).then_some(ServingStatus::Serving)
 }
 
 async fn first_exit(running: &mut [Running]) -> (&'static str, String) {
@@ -342,7 +379,7 @@ fn print_banner(host: &str, identity: &IdentityArgs) {
     println!();
     println!("bookmesh is up: every service reports SERVING.");
     println!();
-    for spec in &SERVICES {
+    for spec in SERVICES.iter().filter(|spec| !spec.grpc_service.is_empty()) {
         println!(
             "  {:<9} {host}:{}  {:<38} (metrics: http://{host}:{}/metrics)",
             spec.name,
@@ -351,6 +388,7 @@ fn print_banner(host: &str, identity: &IdentityArgs) {
             spec.port + 1000
         );
     }
+    println!("  gateway   http://{host}:8080  JSON for curl: POST /<package.Service>/<Method>");
     println!();
     if identity.insecure_plaintext {
         println!("INSECURE: plaintext, no identities, no authorization (--insecure-plaintext).");
@@ -372,6 +410,10 @@ fn print_banner(host: &str, identity: &IdentityArgs) {
             ca.display()
         );
     }
+    println!("Or with curl, through the gateway:");
+    println!(
+        "  curl -s -H 'content-type: application/json' -H \"authorization: Bearer $(make -s token ROLE=librarian)\" -d '{{}}' http://{host}:8080/bookmesh.book.v1.BookService/ListBooks"
+    );
     println!();
     println!("The README walks through a whole rental. Ctrl-C stops everything.");
     println!();

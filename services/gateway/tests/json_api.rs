@@ -1,0 +1,233 @@
+//! The JSON API against real services: book, member and rental on their own databases, the
+//! gateway in front, and plain HTTP/1.1 requests as curl sends them.
+
+use std::time::Duration;
+
+use bookmesh::config::EventArgs;
+use bookmesh::testing::{RunningServer, TestDatabase, bind, eventually, url_of};
+use serde_json::{Value, json};
+
+/// The three services and the gateway; the servers stop when it is dropped.
+struct Mesh {
+    gateway: String,
+    _servers: Vec<RunningServer>,
+    _dbs: Vec<TestDatabase>,
+}
+
+async fn start() -> Mesh {
+    let dbs = [
+        TestDatabase::fresh().await,
+        TestDatabase::fresh().await,
+        TestDatabase::fresh().await,
+    ];
+    let (member, book, rental) = (bind().await, bind().await, bind().await);
+    let (member_url, book_url, rental_url) = (url_of(&member), url_of(&book), url_of(&rental));
+    let events = EventArgs::for_tests(&format!("g{}", uuid::Uuid::now_v7().simple()));
+    let mut member_config = member_service::Config::for_tests(&dbs[0].url, &rental_url);
+    member_config.service.events = events.clone();
+    let mut book_config = book_service::Config::for_tests(&dbs[1].url, &rental_url);
+    book_config.service.events = events.clone();
+    let mut rental_config = rental_service::Config::for_tests(&dbs[2].url, &member_url, &book_url);
+    rental_config.service.events = events;
+    let mut servers = vec![
+        RunningServer::start_on(member, |l, s| {
+            bookmesh::service::serve_until(member_config, l, s)
+        })
+        .await,
+        RunningServer::start_on(book, |l, s| {
+            bookmesh::service::serve_until(book_config, l, s)
+        })
+        .await,
+        RunningServer::start_on(rental, |l, s| {
+            bookmesh::service::serve_until(rental_config, l, s)
+        })
+        .await,
+    ];
+    let gateway_listener = bind().await;
+    let gateway = gateway_listener.local_addr().expect("address").to_string();
+    let config = gateway_service::Config::for_tests(
+        &book_url,
+        &member_url,
+        &rental_url,
+        "http://127.0.0.1:1",
+    );
+    servers.push(RunningServer::spawn_on(gateway_listener, |l, s| {
+        gateway_service::serve_until(config, l, s)
+    }));
+    Mesh {
+        gateway,
+        _servers: servers,
+        _dbs: dbs.into(),
+    }
+}
+
+/// An HTTP request as curl makes it: the status and the body as JSON (or a string).
+async fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let (status, body) = bookmesh_mesh_tests::http_request(address, method, path, headers, body)
+        .await
+        .expect("http");
+    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, body)
+}
+
+async fn post(mesh: &Mesh, method: &str, body: Value) -> (u16, Value) {
+    http(
+        &mesh.gateway,
+        "POST",
+        &format!("/{method}"),
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_public_rpc_answers_json_and_a_rental_runs_its_saga() {
+    let mesh = start().await;
+    let (status, book) = post(
+        &mesh,
+        "bookmesh.book.v1.BookService/RegisterBook",
+        json!({
+            "title": "Dune", "author": "Frank Herbert", "isbn": "9780441013593",
+            "publisher": "Ace", "published_on": "1965-08-01",
+            "classification": "Fiction", "location": "Shelf 1"
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{book}");
+    let book_id = book["book"]["book_id"]
+        .as_str()
+        .expect("book_id")
+        .to_owned();
+    assert_eq!(book["book"]["status"], "BOOK_STATUS_AVAILABLE");
+
+    let (status, member) = post(
+        &mesh,
+        "bookmesh.member.v1.MemberService/RegisterMember",
+        json!({"name": "Ada", "email": format!("ada-{}@example.org", uuid::Uuid::now_v7().simple())}),
+    )
+    .await;
+    assert_eq!(status, 200, "{member}");
+    let member_id = member["member"]["member_id"]
+        .as_str()
+        .expect("member_id")
+        .to_owned();
+    // int64 is a string in the proto3 JSON mapping; defaults are written out.
+    assert_eq!(member["member"]["points"], "0", "defaults are shown");
+
+    let (status, rented) = post(
+        &mesh,
+        "bookmesh.rental.v1.RentalService/RentBook",
+        json!({"member_id": member_id, "book_id": book_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{rented}");
+    assert_eq!(
+        rented["rental_card"]["rented_items"][0]["state"],
+        "ITEM_STATE_PENDING"
+    );
+    // The saga runs behind the gateway as behind any client: the card reaches RENTED.
+    eventually("the rental confirmed", Duration::from_secs(20), || async {
+        let (_, card) = post(
+            &mesh,
+            "bookmesh.rental.v1.RentalService/GetRentalCard",
+            json!({"member_id": member_id}),
+        )
+        .await;
+        (card["rental_card"]["rented_items"][0]["state"] == "ITEM_STATE_RENTED").then_some(())
+    })
+    .await;
+    let (status, books) = post(&mesh, "bookmesh.book.v1.BookService/ListBooks", json!({})).await;
+    assert_eq!(status, 200, "{books}");
+    assert_eq!(books["books"][0]["status"], "BOOK_STATUS_UNAVAILABLE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_keep_their_grpc_code_and_details() {
+    let mesh = start().await;
+    // A bad field: 400, invalid_argument, and the field violation readable in `debug`.
+    let (status, error) = post(
+        &mesh,
+        "bookmesh.rental.v1.RentalService/GetRentalCard",
+        json!({"member_id": "not-a-uuid"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["code"], "invalid_argument");
+    assert_eq!(error["details"][0]["type"], "google.rpc.BadRequest");
+    assert_eq!(
+        error["details"][0]["debug"]["field_violations"][0]["field"],
+        "member_id"
+    );
+    assert!(
+        error["details"][0]["value"].is_string(),
+        "the encoded detail, for Connect clients"
+    );
+    // Not found: 404.
+    let (status, error) = post(
+        &mesh,
+        "bookmesh.rental.v1.RentalService/GetRentalCard",
+        json!({"member_id": uuid::Uuid::now_v7().to_string()}),
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
+    // JSON that is not the request message: 400 before any service is called.
+    let (status, error) = post(
+        &mesh,
+        "bookmesh.rental.v1.RentalService/GetRentalCard",
+        json!({"member_id": 42}),
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+    // A method that is not public, or not there at all: 501.
+    for path in [
+        "/bookmesh.events.v1.DeadLetterService/ListDeadLetters",
+        "/bookmesh.book.v1.BookService/DeleteEverything",
+        "/",
+    ] {
+        let (status, error) = http(
+            &mesh.gateway,
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (501, Some("unimplemented")),
+            "{path}"
+        );
+    }
+    // Not JSON: refused.
+    let (status, _) = http(
+        &mesh.gateway,
+        "POST",
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &[("content-type", "text/plain")],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 400);
+    // A body over the limit: refused without reading it all.
+    let (status, error) = post(
+        &mesh,
+        "bookmesh.book.v1.BookService/ListBooks",
+        // Just over the limit: the client finishes sending before the gateway answers.
+        json!({"page_token": "x".repeat(1024 * 1024 + 1024)}),
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (429, Some("resource_exhausted"))
+    );
+}
