@@ -1,10 +1,11 @@
 //! The gateway, the edge of the mesh: browsers and `curl` call every public RPC of book,
-//! member, rental and bestbook as JSON over HTTP (`POST /<package.Service>/<Method>`, the
-//! Connect protocol's unary form, see `connect`), and the gateway calls the services over gRPC
+//! member, rental and bestbook at `POST /<package.Service>/<Method>`, as JSON (the Connect
+//! protocol's unary form, see `connect`) or as gRPC-Web (`grpc_web`), and the gateway calls the services over gRPC
 //! through the shared client stack, so a browser's request is one trace end to end.
 //!
 //! - `routes`: the methods served, read from the contracts' descriptors.
 //! - `connect`: JSON in and out, and errors with their code and details.
+//! - `grpc_web`: gRPC-Web in and out, for browsers (unary).
 //! - `forward`: the encoded request to its upstream, with the caller's token and deadline.
 //!
 //! The user's `authorization` header goes to the services, which decide (the gateway holds
@@ -14,6 +15,7 @@
 mod config;
 mod connect;
 mod forward;
+mod grpc_web;
 mod routes;
 
 use std::convert::Infallible;
@@ -147,7 +149,47 @@ impl Gateway {
         if request.method() == Method::GET && request.uri().path() == "/healthz" {
             return respond(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
         }
-        match self.call(request).await {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(encoding) = grpc_web::Encoding::of(&content_type) {
+            return match self
+                .call(request, |_, body| grpc_web::decode_request(body, encoding))
+                .await
+            {
+                Ok((_, answer)) => {
+                    let mut response =
+                        respond(StatusCode::OK, grpc_web::encode_response(&answer, encoding));
+                    set_content_type(&mut response, encoding.content_type());
+                    response
+                }
+                Err(status) => {
+                    let mut response = respond(StatusCode::OK, Vec::new());
+                    response
+                        .headers_mut()
+                        .extend(grpc_web::error_headers(&status));
+                    set_content_type(&mut response, encoding.content_type());
+                    response
+                }
+            };
+        }
+        let json = content_type.split(';').next().map(str::trim) == Some("application/json");
+        let answer = if json {
+            self.call(request, |route, body| {
+                connect::decode_request(route.method.input(), body)
+            })
+            .await
+            .and_then(|(route, answer)| connect::encode_response(route.method.output(), &answer))
+        } else {
+            Err(Status::invalid_argument(
+                "content-type must be application/json, or application/grpc-web(+proto) or \
+                 application/grpc-web-text(+proto)",
+            ))
+        };
+        match answer {
             Ok(json) => respond(StatusCode::OK, json),
             Err(status) => respond(
                 connect::http_status(status.code()),
@@ -156,7 +198,14 @@ impl Gateway {
         }
     }
 
-    async fn call(&self, request: hyper::Request<Incoming>) -> Result<Vec<u8>, Status> {
+    /// Calls the method at the request's path with the request message `decode` reads from
+    /// the body (JSON against the method's input type; gRPC-Web's message goes as it came,
+    /// and the service refuses what is not its request): the route and the encoded answer.
+    async fn call(
+        &self,
+        request: hyper::Request<Incoming>,
+        decode: impl FnOnce(&routes::Route, &[u8]) -> Result<Vec<u8>, Status>,
+    ) -> Result<(&routes::Route, Bytes), Status> {
         let Some(route) = self.routes.get(request.uri().path()) else {
             return Err(Status::unimplemented(format!(
                 "no method at {}: POST /<package.Service>/<Method>, for the services {}",
@@ -167,24 +216,23 @@ impl Gateway {
         if request.method() != Method::POST {
             return Err(Status::unimplemented("methods are called with POST"));
         }
-        let json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.split(';').next() == Some("application/json"));
-        if !json {
-            return Err(Status::invalid_argument(
-                "content-type must be application/json",
-            ));
-        }
-        let timeout = request
+        // gRPC-Web carries the deadline as `grpc-timeout`; Connect as `connect-timeout-ms`.
+        let asked = request
             .headers()
             .get("connect-timeout-ms")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok())
-            .map_or(self.request_timeout, |millis| {
-                Duration::from_millis(millis).min(self.request_timeout)
+            .map(Duration::from_millis)
+            .or_else(|| {
+                request
+                    .headers()
+                    .get("grpc-timeout")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(bookmesh::deadline::parse_grpc_timeout)
             });
+        let timeout = asked.map_or(self.request_timeout, |asked| {
+            asked.min(self.request_timeout)
+        });
         let authorization = match request.headers().get(header::AUTHORIZATION) {
             None => None,
             Some(value) => Some(
@@ -205,14 +253,21 @@ impl Gateway {
                 ))
             })?
             .to_bytes();
-        let message = connect::decode_request(route.method.input(), &body)?;
+        let message = decode(route, &body)?;
         let answer = bookmesh::deadline::scope(
             Instant::now() + timeout,
             forward::call(route, message.into(), authorization),
         )
         .await?;
-        connect::encode_response(route.method.output(), &answer)
+        Ok((route, answer))
     }
+}
+
+fn set_content_type(response: &mut hyper::Response<Full<Bytes>>, content_type: &'static str) {
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
 }
 
 fn respond(status: StatusCode, body: Vec<u8>) -> hyper::Response<Full<Bytes>> {

@@ -231,3 +231,92 @@ async fn errors_keep_their_grpc_code_and_details() {
         (429, Some("resource_exhausted"))
     );
 }
+
+/// A gRPC-Web call as a browser's client library makes it: the answer's headers (lower-case
+/// names) and body.
+async fn grpc_web(
+    address: &str,
+    path: &str,
+    message: &impl prost::Message,
+) -> (std::collections::HashMap<String, String>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let encoded = message.encode_to_vec();
+    let mut body = vec![0];
+    body.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
+    body.extend_from_slice(&encoded);
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {address}\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-grpc-web: 1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.write_all(&body).await.expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let headers = String::from_utf8_lossy(&response[..split])
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    (headers, response[split + 4..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_answers_in_frames_and_errors_in_headers() {
+    use bookmesh::proto::book::v1::{ListBooksRequest, ListBooksResponse};
+    use bookmesh::proto::rental::v1::GetRentalCardRequest;
+    use prost::Message as _;
+    let mesh = start().await;
+    post(
+        &mesh,
+        "bookmesh.book.v1.BookService/RegisterBook",
+        json!({
+            "title": "Snow Crash", "author": "Neal Stephenson", "isbn": "9780441013593",
+            "publisher": "Bantam", "published_on": "1992-06-01",
+            "classification": "Fiction", "location": "Shelf 3"
+        }),
+    )
+    .await;
+    let (headers, body) = grpc_web(
+        &mesh.gateway,
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &ListBooksRequest::default(),
+    )
+    .await;
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("application/grpc-web+proto")
+    );
+    // One message frame, then the trailer frame with grpc-status 0.
+    assert_eq!(body[0], 0, "a message frame first");
+    let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let books = ListBooksResponse::decode(&body[5..5 + length]).expect("the response message");
+    assert_eq!(books.books[0].title, "Snow Crash");
+    assert_eq!(body[5 + length], 0x80, "then the trailers");
+    assert!(String::from_utf8_lossy(&body[5 + length..]).contains("grpc-status:0"));
+
+    // An error: no body, the status in the headers, details included for the browser.
+    let (headers, body) = grpc_web(
+        &mesh.gateway,
+        "/bookmesh.rental.v1.RentalService/GetRentalCard",
+        &GetRentalCardRequest {
+            member_id: "not-a-uuid".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(body.is_empty(), "trailers-only");
+    assert_eq!(headers.get("grpc-status").map(String::as_str), Some("3"));
+    assert!(
+        headers.contains_key("grpc-status-details-bin"),
+        "{headers:?}"
+    );
+}
