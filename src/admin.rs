@@ -39,7 +39,16 @@ pub(crate) async fn serve(address: SocketAddr, admin: Admin) -> std::io::Result<
     let listener = crate::listener::bind(address).await?;
     tracing::info!(%address, "admin HTTP listening (/metrics, /healthz, /readyz, /faults)");
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors, say: /metrics and the probes must come back by
+                // themselves, without a restart, and without spinning meanwhile.
+                tracing::warn!(%error, "admin accept failed; retrying in 100 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -47,6 +56,8 @@ pub(crate) async fn serve(address: SocketAddr, admin: Admin) -> std::io::Result<
                 async move { Ok::<_, Infallible>(admin.respond(request).await) }
             });
             if let Err(error) = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -347,6 +347,14 @@ pub fn enable(service: &'static str, initial: &[String]) -> Result<(), FaultErro
     REGISTRY.enabled.store(true, Ordering::Release);
     for setting in initial {
         let (name, json) = setting.split_once('=').unwrap_or((setting.as_str(), "{}"));
+        if name.trim() == FaultKind::Crash.name() {
+            // Set at start it would strike again after every restart: a crash loop.
+            return Err(FaultError::Invalid(
+                "crash cannot be set at start (it would strike after every restart); \
+                 switch it on through the admin port"
+                    .to_owned(),
+            ));
+        }
         set(name.trim(), json.trim().as_bytes())?;
     }
     Ok(())
@@ -371,7 +379,9 @@ pub fn set(name: &str, json: &[u8]) -> Result<(), FaultError> {
     };
     let fault = Fault::new(kind, spec).map_err(FaultError::Invalid)?;
     tracing::warn!(fault = name, settings = %fault.describe(), "fault switched on");
-    write_active().insert(kind, fault);
+    // The gauge moves under the lock, so a PUT and a DELETE racing leave it true.
+    let mut active = write_active();
+    active.insert(kind, fault);
     crate::metrics::FAULTS_ACTIVE
         .with_label_values(&[service(), kind.name()])
         .set(1);
@@ -384,7 +394,8 @@ pub fn clear(name: &str) -> Result<(), FaultError> {
         return Err(FaultError::Disabled);
     }
     let kind = FaultKind::parse(name).ok_or_else(|| FaultError::Unknown(name.to_owned()))?;
-    if write_active().remove(&kind).is_some() {
+    let mut active = write_active();
+    if active.remove(&kind).is_some() {
         tracing::warn!(fault = name, "fault switched off");
     }
     crate::metrics::FAULTS_ACTIVE

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use tonic::{Code, Status};
 
 use super::call::{Call, Failure};
-use super::circuit::CircuitBreaker;
+use super::circuit::{Admission, CircuitBreaker};
 
 /// Codes that say the upstream is unwell (they count against the breaker). Business answers
 /// such as NOT_FOUND or FAILED_PRECONDITION mean the upstream works.
@@ -78,17 +78,18 @@ where
     }
 
     fn call(&mut self, call: Call<M>) -> Self::Future {
-        if self.breaker.try_acquire(Instant::now()).is_err() {
+        let Ok(admission) = self.breaker.try_acquire(Instant::now()) else {
             let status = Status::unavailable(format!(
                 "{}: circuit breaker open, failing fast",
                 self.breaker.name()
             ));
             return Box::pin(async move { Err(Failure::Refused(status)) });
-        }
+        };
         // Settled with the call's outcome; a call that says nothing about the upstream (or
         // whose caller dropped it) gives its half-open trial slot back.
         let permit = TrialPermit {
             breaker: self.breaker.clone(),
+            admission,
             settled: false,
         };
         let callers_deadline = call.callers_deadline;
@@ -112,7 +113,9 @@ where
                 Err(Failure::Refused(_)) => None,
             };
             if let Some(success) = success {
-                permit.breaker.record(success, Instant::now());
+                permit
+                    .breaker
+                    .record_admitted(permit.admission, success, Instant::now());
                 permit.settled = true;
             }
             outcome
@@ -125,13 +128,14 @@ where
 /// keep its trial slots taken and refuse every call for ever.
 struct TrialPermit {
     breaker: Arc<CircuitBreaker>,
+    admission: Admission,
     settled: bool,
 }
 
 impl Drop for TrialPermit {
     fn drop(&mut self) {
         if !self.settled {
-            self.breaker.release();
+            self.breaker.release(self.admission);
         }
     }
 }

@@ -64,9 +64,19 @@ impl BreakerState {
 }
 
 enum Inner {
-    Closed { outcomes: VecDeque<bool> },
-    Open { until: Instant },
-    HalfOpen { permits: usize, successes: usize },
+    Closed {
+        outcomes: VecDeque<bool>,
+    },
+    Open {
+        until: Instant,
+    },
+    /// `round` numbers the half-open rounds, so a call admitted in an earlier state cannot
+    /// give back or fill a slot of this round.
+    HalfOpen {
+        permits: usize,
+        successes: usize,
+        round: u64,
+    },
 }
 
 /// Thread-safe breaker; `now` is passed in so tests can move time.
@@ -74,6 +84,16 @@ pub(super) struct CircuitBreaker {
     name: String,
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// The last half-open round started.
+    rounds: std::sync::atomic::AtomicU64,
+}
+
+/// What [`CircuitBreaker::try_acquire`] granted: an ordinary call, or one of a half-open
+/// round's trial slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    Call,
+    Trial { round: u64 },
 }
 
 /// Returned when the breaker refuses a call.
@@ -93,6 +113,7 @@ impl CircuitBreaker {
             inner: Mutex::new(Inner::Closed {
                 outcomes: VecDeque::new(),
             }),
+            rounds: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -113,18 +134,18 @@ impl CircuitBreaker {
     }
 
     /// Asks to make one call. In half-open state this takes one of the trial permits.
-    pub(super) fn try_acquire(&self, now: Instant) -> Result<(), BreakerOpen> {
+    pub(super) fn try_acquire(&self, now: Instant) -> Result<Admission, BreakerOpen> {
         let mut inner = self.lock();
         self.advance(&mut inner, now);
         match &mut *inner {
-            Inner::Closed { .. } => Ok(()),
+            Inner::Closed { .. } => Ok(Admission::Call),
             Inner::Open { .. } => Err(BreakerOpen),
-            Inner::HalfOpen { permits, .. } => {
+            Inner::HalfOpen { permits, round, .. } => {
                 if *permits == 0 {
                     return Err(BreakerOpen);
                 }
                 *permits -= 1;
-                Ok(())
+                Ok(Admission::Trial { round: *round })
             }
         }
     }
@@ -132,16 +153,41 @@ impl CircuitBreaker {
     /// Gives back the trial slot of an allowed call that ended without an outcome worth
     /// recording (it says nothing about the upstream, or it was abandoned). Outside the
     /// half-open state there is nothing to give back.
-    pub(super) fn release(&self) {
+    pub(super) fn release(&self, admission: Admission) {
+        let Admission::Trial { round: admitted } = admission else {
+            return;
+        };
         let mut inner = self.lock();
-        if let Inner::HalfOpen { permits, successes } = &mut *inner {
+        if let Inner::HalfOpen {
+            permits,
+            successes,
+            round,
+        } = &mut *inner
+            && *round == admitted
+        {
             // Never more than the trial calls still to be made.
             let outstanding = self.config.half_open_calls.saturating_sub(*successes);
             *permits = (*permits + 1).min(outstanding);
         }
     }
 
-    /// Records the outcome of a call that [`CircuitBreaker::try_acquire`] allowed.
+    /// Records the outcome of a call that [`CircuitBreaker::try_acquire`] allowed. In
+    /// half-open state only this round's trials decide: a call admitted before (still in
+    /// flight when the breaker opened) says nothing about the upstream now.
+    pub(super) fn record_admitted(&self, admission: Admission, success: bool, now: Instant) {
+        let mut inner = self.lock();
+        self.advance(&mut inner, now);
+        if let Inner::HalfOpen { round, .. } = &*inner
+            && admission != (Admission::Trial { round: *round })
+        {
+            return;
+        }
+        drop(inner);
+        self.record(success, now);
+    }
+
+    /// Records an outcome as if it were the current state's own call (the tests drive the
+    /// state machine with it).
     pub(super) fn record(&self, success: bool, now: Instant) {
         let mut inner = self.lock();
         self.advance(&mut inner, now);
@@ -210,9 +256,14 @@ impl CircuitBreaker {
             && now >= *until
         {
             tracing::info!(upstream = %self.name, "circuit breaker half-open: sending trial calls");
+            let round = self
+                .rounds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
             *inner = Inner::HalfOpen {
                 permits: self.config.half_open_calls,
                 successes: 0,
+                round,
             };
             self.entered(inner);
         }
@@ -301,30 +352,67 @@ mod tests {
         }
         let later = t + Duration::from_secs(5);
         // Both trial calls end without an outcome (the caller's own deadline, a dropped call).
-        for _ in 0..2 {
-            assert!(b.try_acquire(later).is_ok());
-        }
+        let trials: Vec<Admission> = (0..2)
+            .map(|_| b.try_acquire(later).expect("trial"))
+            .collect();
         assert_eq!(b.try_acquire(later), Err(BreakerOpen));
-        b.release();
-        b.release();
-        b.release();
-        // The slots are back (no more than the trials still to make), and trials close it.
-        assert!(b.try_acquire(later).is_ok());
-        assert!(b.try_acquire(later).is_ok());
+        for trial in trials {
+            b.release(trial);
+        }
+        // The slots are back, and trials close it.
+        let first = b.try_acquire(later).expect("a slot came back");
+        let second = b.try_acquire(later).expect("both came back");
         assert_eq!(
             b.try_acquire(later),
             Err(BreakerOpen),
             "two slots, not three"
         );
-        b.record(true, later);
-        b.record(true, later);
+        b.record_admitted(first, true, later);
+        b.record_admitted(second, true, later);
         assert_eq!(b.state(later), BreakerState::Closed);
-        b.release();
+    }
+
+    #[test]
+    fn calls_admitted_before_the_round_neither_give_back_nor_decide() {
+        let b = breaker();
+        let t = Instant::now();
+        // Admitted while closed, still in flight when the breaker opens.
+        let stale: Vec<Admission> = (0..3).map(|_| b.try_acquire(t).expect("closed")).collect();
+        for _ in 0..4 {
+            b.record(false, t);
+        }
+        let later = t + Duration::from_secs(5);
+        let trials: Vec<Admission> = (0..2)
+            .map(|_| b.try_acquire(later).expect("trial"))
+            .collect();
+        // The stale calls end: no slot is handed out for them, and their success decides nothing.
+        b.release(stale[0]);
+        assert_eq!(b.try_acquire(later), Err(BreakerOpen), "no extra trial");
+        b.record_admitted(stale[1], true, later);
+        b.record_admitted(stale[2], true, later);
         assert_eq!(
             b.state(later),
-            BreakerState::Closed,
-            "nothing to give back when closed"
+            BreakerState::HalfOpen,
+            "stale successes do not close it"
         );
+        // A trial of an earlier round is stale too once the breaker opened and half-opened again.
+        b.record_admitted(trials[0], false, later);
+        assert_eq!(b.state(later), BreakerState::Open);
+        let again = later + Duration::from_secs(5);
+        assert_eq!(b.state(again), BreakerState::HalfOpen);
+        b.release(trials[1]);
+        let fresh: Vec<Admission> = (0..2)
+            .map(|_| b.try_acquire(again).expect("trial"))
+            .collect();
+        assert_eq!(
+            b.try_acquire(again),
+            Err(BreakerOpen),
+            "the old round's slot is not this one's"
+        );
+        for trial in fresh {
+            b.record_admitted(trial, true, again);
+        }
+        assert_eq!(b.state(again), BreakerState::Closed);
     }
 
     #[test]

@@ -51,7 +51,11 @@ pub struct Config {
     )]
     pub bestbook_endpoints: Vec<String>,
 
-    /// Largest request or answer body, in bytes (the services' own gRPC limit).
+    /// Most connections open at once; a new one past it is closed at once.
+    #[arg(long, env = "BOOKMESH_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Largest request body, in bytes (the services' own gRPC limit).
     #[arg(long, env = "BOOKMESH_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
 

@@ -49,11 +49,13 @@ impl Decoder for Passthrough {
 }
 
 /// Calls `route` upstream with the encoded `message`, on behalf of whoever sent
-/// `authorization` (their token goes along; the services decide what they may do).
+/// `authorization` (their token goes along; the services decide what they may do), with
+/// their `idempotency-key` if they named the write.
 pub async fn call(
     route: &Route,
     message: Bytes,
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    idempotency_key: Option<MetadataValue<tonic::metadata::Ascii>>,
 ) -> Result<Bytes, Status> {
     let upstream: &Upstream = &route.upstream;
     let path = route.path.clone();
@@ -69,10 +71,17 @@ pub async fn call(
                         .metadata_mut()
                         .insert("authorization", token.clone());
                 }
+                if let Some(key) = &idempotency_key {
+                    request
+                        .metadata_mut()
+                        .insert("idempotency-key", key.clone());
+                }
                 async move {
                     let mut grpc = tonic::client::Grpc::new(channel);
                     grpc.ready().await.map_err(|error| {
-                        Status::unavailable(format!("upstream not ready: {error}"))
+                        // The details (addresses, TLS) stay in the log, not in a browser.
+                        tracing::debug!(%error, "upstream connection not ready");
+                        Status::unavailable("the service is unavailable; try again")
                     })?;
                     grpc.unary(request, path, Passthrough).await
                 }

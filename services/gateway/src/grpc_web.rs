@@ -108,10 +108,18 @@ fn frame(out: &mut Vec<u8>, flags: u8, payload: &[u8]) {
 pub fn error_headers(status: &Status) -> http::HeaderMap {
     // tonic writes the status headers (message percent-encoded, details in base64) for a
     // trailers-only gRPC answer; gRPC-Web's are the same, with its own content type.
+    // Only the status headers: an upstream status carries the upstream's response headers
+    // as metadata, which are not the browser's business.
     let (parts, ()) = status.clone().into_http::<()>().into_parts();
-    let mut headers = parts.headers;
-    headers.remove(http::header::CONTENT_TYPE);
-    headers
+    ["grpc-status", "grpc-message", "grpc-status-details-bin"]
+        .into_iter()
+        .filter_map(|name| {
+            parts
+                .headers
+                .get(name)
+                .map(|value| (http::HeaderName::from_static(name), value.clone()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -50,7 +50,20 @@ struct Gateway {
     routes: routes::Routes,
     max_message_bytes: usize,
     request_timeout: Duration,
+    /// The services verify user tokens (not the plaintext development mode): a call without
+    /// one is refused here, as UNAUTHENTICATED, before it costs them anything.
+    requires_token: bool,
 }
+
+/// Longest `authorization` header forwarded: the services refuse tokens over 8 KiB, and a
+/// header over their header-list limit would be refused as a transport error.
+const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+/// Longest `idempotency-key` forwarded (the services' own bound).
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes of request headers buffered per connection.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The process's `main`: logging, the configured address, served until SIGINT or SIGTERM; an
 /// error is one log line and exit status 1.
@@ -100,7 +113,11 @@ pub async fn serve_until(
         routes,
         max_message_bytes: config.max_message_bytes,
         request_timeout: config.request_timeout,
+        requires_token: !identity.is_plaintext(),
     });
+    // One slot per open connection: past --max-connections a new one is closed at once, so
+    // a flood of idle sockets cannot exhaust the process's descriptors or memory.
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -108,19 +125,30 @@ pub async fn serve_until(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    // Out of descriptors, say: the listener stays readable, so retrying at
+                    // once would spin. Wait a moment, as the gRPC servers do.
+                    tracing::warn!(%error, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("connection limit reached: closing a new connection");
+            continue;
+        };
         let gateway = gateway.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
             });
             if let Err(error) = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
@@ -131,6 +159,8 @@ pub async fn serve_until(
         // connections open now.
         while connections.try_join_next().is_some() {}
     }
+    // No new connections while the open calls finish.
+    drop(listener);
     tracing::info!("stop requested: letting open calls finish");
     let drained = tokio::time::timeout(config.request_timeout, async {
         while connections.join_next().await.is_some() {}
@@ -157,7 +187,16 @@ impl Gateway {
             .to_owned();
         if let Some(encoding) = grpc_web::Encoding::of(&content_type) {
             return match self
-                .call(request, |_, body| grpc_web::decode_request(body, encoding))
+                .call(request, |route, body| {
+                    let message = grpc_web::decode_request(body, encoding)?;
+                    // Checked here like JSON: a service answers a message it cannot decode
+                    // with INTERNAL, which its callers' breakers would count.
+                    prost_reflect::DynamicMessage::decode(route.method.input(), message.as_slice())
+                        .map_err(|_| {
+                            Status::invalid_argument("the message is not the method's request")
+                        })?;
+                    Ok(message)
+                })
                 .await
             {
                 Ok((_, answer)) => {
@@ -233,34 +272,74 @@ impl Gateway {
         let timeout = asked.map_or(self.request_timeout, |asked| {
             asked.min(self.request_timeout)
         });
-        let authorization = match request.headers().get(header::AUTHORIZATION) {
-            None => None,
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|value| value.parse().ok())
-                    .ok_or_else(|| Status::unauthenticated("authorization is not ASCII"))?,
-            ),
-        };
-        let body = Limited::new(request.into_body(), self.max_message_bytes)
-            .collect()
-            .await
-            .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "request body over {} bytes, or cut short",
+        let authorization = forwarded(
+            &request,
+            header::AUTHORIZATION.as_str(),
+            MAX_AUTHORIZATION_BYTES,
+        )
+        .map_err(|()| {
+            Status::unauthenticated("the authorization header is malformed or too large")
+        })?;
+        if authorization.is_none() && self.requires_token {
+            return Err(Status::unauthenticated(
+                "sign in: send `authorization: Bearer <token>`",
+            ));
+        }
+        let idempotency_key = forwarded(&request, "idempotency-key", MAX_IDEMPOTENCY_KEY_BYTES)
+            .map_err(|()| Status::invalid_argument("idempotency-key is malformed or too long"))?;
+        let started = Instant::now();
+        // The body counts against the call's budget: a client that sends it slowly holds a
+        // connection no longer than its own deadline.
+        let body = match tokio::time::timeout(
+            timeout,
+            Limited::new(request.into_body(), self.max_message_bytes).collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(Status::resource_exhausted(format!(
+                    "request body over {} bytes",
                     self.max_message_bytes
-                ))
-            })?
-            .to_bytes();
+                )));
+            }
+            Ok(Err(_)) => return Err(Status::invalid_argument("request body cut short")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "request body not received within the deadline",
+                ));
+            }
+        };
+        let timeout = timeout.saturating_sub(started.elapsed());
         let message = decode(route, &body)?;
         let answer = bookmesh::deadline::scope(
             Instant::now() + timeout,
-            forward::call(route, message.into(), authorization),
+            forward::call(route, message.into(), authorization, idempotency_key),
         )
         .await?;
         Ok((route, answer))
     }
+}
+
+/// A header to pass on to the services, if the caller sent it: `Err` when it is not ASCII or
+/// longer than `max` bytes.
+fn forwarded(
+    request: &hyper::Request<Incoming>,
+    name: &str,
+    max: usize,
+) -> Result<Option<tonic::metadata::AsciiMetadataValue>, ()> {
+    let Some(value) = request.headers().get(name) else {
+        return Ok(None);
+    };
+    if value.len() > max {
+        return Err(());
+    }
+    value
+        .to_str()
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .map(Some)
+        .ok_or(())
 }
 
 fn set_content_type(response: &mut hyper::Response<Full<Bytes>>, content_type: &'static str) {

@@ -218,6 +218,23 @@ async fn errors_keep_their_grpc_code_and_details() {
     )
     .await;
     assert_eq!(status, 400);
+    // A token too large to be one: refused here, before it could upset the services.
+    let huge = format!("Bearer {}", "A".repeat(9000));
+    let (status, error) = http(
+        &mesh.gateway,
+        "POST",
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &huge),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
     // A body over the limit: refused without reading it all.
     let (status, error) = post(
         &mesh,
@@ -239,11 +256,20 @@ async fn grpc_web(
     path: &str,
     message: &impl prost::Message,
 ) -> (std::collections::HashMap<String, String>, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let encoded = message.encode_to_vec();
     let mut body = vec![0];
     body.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
     body.extend_from_slice(&encoded);
+    grpc_web_raw(address, path, &body).await
+}
+
+/// A gRPC-Web request with `body` as it is (frames included).
+async fn grpc_web_raw(
+    address: &str,
+    path: &str,
+    body: &[u8],
+) -> (std::collections::HashMap<String, String>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
         .expect("connect");
@@ -253,7 +279,7 @@ async fn grpc_web(
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("send");
-    stream.write_all(&body).await.expect("send");
+    stream.write_all(body).await.expect("send");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
     let split = response
@@ -317,6 +343,20 @@ async fn grpc_web_answers_in_frames_and_errors_in_headers() {
     assert_eq!(headers.get("grpc-status").map(String::as_str), Some("3"));
     assert!(
         headers.contains_key("grpc-status-details-bin"),
+        "{headers:?}"
+    );
+
+    // A frame whose message is not the request: refused by the gateway, not sent on (a
+    // service would answer INTERNAL, which its callers' breakers count).
+    let (headers, _) = grpc_web_raw(
+        &mesh.gateway,
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &[0, 0, 0, 0, 1, 0xff],
+    )
+    .await;
+    assert_eq!(
+        headers.get("grpc-status").map(String::as_str),
+        Some("3"),
         "{headers:?}"
     );
 }
