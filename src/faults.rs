@@ -436,12 +436,13 @@ fn write_active() -> std::sync::RwLockWriteGuard<'static, BTreeMap<FaultKind, Fa
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The active fault of `kind`, if any (cheap when none is: one atomic load).
-fn active(kind: FaultKind) -> Option<Fault> {
+/// `look` at the active fault of `kind`, if any, under the read lock (no copy: the readiness
+/// gate asks on every call). Cheap when faults are not enabled: one atomic load.
+fn active<T>(kind: FaultKind, look: impl FnOnce(&Fault) -> T) -> Option<T> {
     if !is_enabled() {
         return None;
     }
-    read_active().get(&kind).cloned()
+    read_active().get(&kind).map(look)
 }
 
 fn injected(kind: FaultKind) {
@@ -512,7 +513,7 @@ pub(crate) fn for_call(method: &str) -> Option<CallFault> {
 
 /// Whether the database is "down": the health check fails, consumers and the relay wait.
 pub fn database_outage() -> bool {
-    let outage = active(FaultKind::DatabaseOutage).is_some();
+    let outage = active(FaultKind::DatabaseOutage, |_| ()).is_some();
     if outage {
         injected(FaultKind::DatabaseOutage);
     }
@@ -521,14 +522,14 @@ pub fn database_outage() -> bool {
 
 /// Whether the consumer's handler must reject this event.
 pub(crate) fn poison(event_type: &str) -> bool {
-    let Some(fault) = active(FaultKind::PoisonEvent) else {
-        return false;
-    };
-    let hit = fault
-        .event_type
-        .as_deref()
-        .is_none_or(|wanted| wanted == event_type)
-        && fault.strikes();
+    let hit = active(FaultKind::PoisonEvent, |fault| {
+        fault
+            .event_type
+            .as_deref()
+            .is_none_or(|wanted| wanted == event_type)
+            && fault.strikes()
+    })
+    .unwrap_or(false);
     if hit {
         injected(FaultKind::PoisonEvent);
     }
@@ -537,14 +538,14 @@ pub(crate) fn poison(event_type: &str) -> bool {
 
 /// How long a delivered event waits before it is applied.
 pub(crate) fn event_delay() -> Option<Duration> {
-    let fault = active(FaultKind::EventDelay)?;
+    let delay = active(FaultKind::EventDelay, |fault| fault.delay)?;
     injected(FaultKind::EventDelay);
-    Some(fault.delay)
+    Some(delay)
 }
 
 /// Whether a delivered event is delivered once more.
 pub(crate) fn duplicate_delivery() -> bool {
-    let hit = active(FaultKind::DuplicateDelivery).is_some_and(|fault| fault.strikes());
+    let hit = active(FaultKind::DuplicateDelivery, Fault::strikes).unwrap_or(false);
     if hit {
         injected(FaultKind::DuplicateDelivery);
     }
@@ -554,7 +555,7 @@ pub(crate) fn duplicate_delivery() -> bool {
 /// Aborts the process here if a crash fault names `point` ([`crash_points`]): no drain, no
 /// unwinding, nothing flushed, as a killed process.
 pub fn crash_point(point: &str) {
-    if active(FaultKind::Crash).is_some_and(|fault| fault.point == point) {
+    if active(FaultKind::Crash, |fault| fault.point == point).unwrap_or(false) {
         injected(FaultKind::Crash);
         // The one line a crash leaves, on stderr directly: the log pipeline may not flush.
         eprintln!("fault injected: crash at {point} (aborting)");
