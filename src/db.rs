@@ -34,7 +34,19 @@ pub async fn connect_lazy(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .busy_timeout(Duration::from_secs(5))
                 .create_if_missing(true)
         });
-    Database::connect(options).await
+    // Replicas opening one new SQLite file at the same moment race to switch it to WAL, which
+    // takes an exclusive lock the busy timeout does not cover: "database is locked". The
+    // switch happens once per file, so a short retry is enough.
+    let mut attempt = 0;
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(error) if attempt < 10 && error.to_string().contains("database is locked") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            connected => return connected,
+        }
+    }
 }
 
 /// Applies `M`'s pending migrations while holding a lock on the database, so replicas that
