@@ -17,8 +17,26 @@ help: ## List the tasks
 build: ## Build every binary (services, launcher, tools); the process tests run these binaries
 	$(CARGO) build --workspace --bins
 
+# The console is built again only when its sources or the contracts change, so the gateway
+# (which embeds console/dist) is not rebuilt for nothing.
+CONSOLE_SOURCES := $(shell find console/src console/proto proto -type f -not -path 'console/src/gen/*' 2>/dev/null) \
+	console/index.html console/package.json console/package-lock.json console/vite.config.ts console/buf.gen.yaml
+
+.PHONY: console
+console: ## Build the browser console into console/dist (the gateway builds it into its binary); needs Node.js 20.19+
+	@if command -v npm >/dev/null; then \
+	  $(MAKE) --no-print-directory console/dist/index.html; \
+	else \
+	  echo "note: npm not found: the gateway serves the API without the console (install Node.js 20.19+ for it)"; \
+	fi
+
+console/dist/index.html: $(CONSOLE_SOURCES)
+	[ -x $(BUF) ] || npm ci --prefix .ci/tools --no-audit --no-fund --loglevel=error
+	cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	touch $@
+
 .PHONY: run
-run: build ## Start the whole mesh on its default ports (SQLite under ./data); Ctrl-C stops it
+run: console build ## Start the whole mesh on its default ports (SQLite under ./data), the console at http://localhost:8080; Ctrl-C stops it
 	$(CARGO) run --quiet -p bookmesh-launcher -- --data-dir data
 
 .PHONY: test
@@ -53,6 +71,14 @@ clients: tools ## Generate the Python and TypeScript clients from proto/ (git-ig
 test-clients: build tools ## Run the Python and TypeScript client suites (and the Python feed consumer) against the real mesh
 	clients/python/run-tests.sh
 	clients/typescript/run-tests.sh
+
+.PHONY: test-console
+test-console: tools ## Build the console and run its test in headless Chromium (Playwright) against the real mesh; screenshots in target/console-screenshots
+	scripts/test-console.sh
+
+.PHONY: console-screenshot
+console-screenshot: test-console ## Refresh the README's screenshot of the console from the browser test
+	cp target/console-screenshots/card.png docs/images/console.png
 
 .PHONY: smoke
 smoke: build tools ## Start the mesh and drive it with the real grpcurl, README walkthrough included

@@ -98,6 +98,12 @@ impl Parts {
         &self.identity
     }
 
+    /// Turns true when the service starts to stop: long-lived streams the API serves end
+    /// then, so clients resubscribe to another replica and the drain is not held up.
+    pub fn stopping_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.readiness.stopping_signal()
+    }
+
     /// Largest gRPC message the API should accept or send (`--max-message-bytes`).
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes

@@ -70,8 +70,12 @@ where
                 .inc();
         }
         let mut request = Request::new(call.message);
-        // The callee sees what is left of the deadline as its `grpc-timeout`.
-        request.set_timeout(call.deadline.saturating_duration_since(Instant::now()));
+        // The callee sees what is left of the deadline (a stream's own) as its `grpc-timeout`.
+        request.set_timeout(
+            call.stream_deadline
+                .unwrap_or(call.deadline)
+                .saturating_duration_since(Instant::now()),
+        );
         // The callee continues the client span (the trace layer's task-local).
         let traceparent = crate::trace_context::current()
             .map(|trace| trace.to_traceparent())

@@ -27,6 +27,9 @@ pub(crate) struct Call<M> {
     /// than the upstream's own call timeout. Running out of the caller's time says nothing
     /// about the upstream, so the breaker does not count it.
     pub(crate) callers_deadline: bool,
+    /// For a server stream: when the stream itself ends, sent as the callee's `grpc-timeout`.
+    /// `deadline` then bounds only the wait for the stream to open.
+    pub(crate) stream_deadline: Option<Instant>,
     /// 1 for the first attempt; the retry layer counts up.
     pub(crate) attempt: u32,
 }

@@ -185,6 +185,52 @@ impl Upstream {
         F: Fn(Channel, Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
+        self.call_through_stack(method, idempotency, message, None, send)
+            .await
+    }
+
+    /// Opens a server stream through the same stack as [`Upstream::call_method`] (replica,
+    /// retries of the opening, breaker, trace): the stream is open once `send`'s response
+    /// (its headers) arrives, within the call timeout, and lasts until `ends_at`, which the
+    /// callee sees as its `grpc-timeout`.
+    pub async fn open_stream<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        message: Req,
+        ends_at: Instant,
+        send: F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone + Send + 'static,
+        Resp: Send + 'static,
+        F: Fn(Channel, Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        // Opening a stream changes nothing: safe to retry.
+        self.call_through_stack(
+            method,
+            Idempotency::Idempotent,
+            message,
+            Some(ends_at),
+            send,
+        )
+        .await
+    }
+
+    async fn call_through_stack<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        idempotency: Idempotency,
+        message: Req,
+        stream_deadline: Option<Instant>,
+        send: F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone + Send + 'static,
+        Resp: Send + 'static,
+        F: Fn(Channel, Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
         let config = self.replicas.config();
         let stack = ServiceBuilder::new()
             // Outermost, so the span covers every attempt and is the parent of each.
@@ -214,6 +260,7 @@ impl Upstream {
             idempotency,
             deadline: Instant::now() + config.call_timeout,
             callers_deadline: false,
+            stream_deadline,
             attempt: 1,
         };
         stack

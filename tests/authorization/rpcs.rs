@@ -14,7 +14,7 @@ use bookmesh::proto::member::v1::{GetMemberRequest, ListMembersRequest, Register
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use bookmesh::proto::rental::v1::{
     ClearOverdueRequest, GetRentalCardRequest, GetRentalHistoryRequest, MarkOverdueRequest,
-    RentBookRequest, ReturnBookRequest,
+    RentBookRequest, ReturnBookRequest, WatchRentalHistoryRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -145,6 +145,11 @@ pub(crate) async fn call(
         "GetRentalHistory" => code(
             RentalServiceClient::new(channel)
                 .get_rental_history(with(GetRentalHistoryRequest { member_id }, token))
+                .await,
+        ),
+        "WatchRentalHistory" => code(
+            RentalServiceClient::new(channel)
+                .watch_rental_history(with(WatchRentalHistoryRequest { member_id }, token))
                 .await,
         ),
         "GetBestBooks" => code(
@@ -279,6 +284,15 @@ pub(crate) fn rpcs() -> Vec<Rpc> {
             staff,
             true,
             Code::NotFound,
+        ),
+        // A stream: OK once it is open (the first message says the member has no card).
+        rpc(
+            "WatchRentalHistory",
+            "rental",
+            Some("check"),
+            staff,
+            true,
+            Code::Ok,
         ),
         rpc(
             "GetBestBooks",

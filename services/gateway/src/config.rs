@@ -1,6 +1,7 @@
 //! Configuration of the gateway, from flags and environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bookmesh::client::UpstreamConfig;
@@ -62,6 +63,28 @@ pub struct Config {
     /// Longest a call may take; a request's `connect-timeout-ms` may ask for less.
     #[arg(long, env = "BOOKMESH_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
+
+    /// Longest a server stream (a live view) stays open; a request's `grpc-timeout` may ask
+    /// for less. The browser opens it again.
+    #[arg(long, env = "BOOKMESH_STREAM_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
+    pub stream_timeout: Duration,
+
+    /// Serve the console from this folder instead of the copy built into the binary (for
+    /// work on the console: `npm run build` in console/, reload the page).
+    #[arg(long, env = "BOOKMESH_CONSOLE_DIR")]
+    pub console_dir: Option<PathBuf>,
+
+    /// The services' admin ports, `service=host:port` comma-separated, for the console's mesh
+    /// view and fault switches (`GET /api/mesh`, `/api/faults`). A host that resolves to
+    /// several addresses (a headless Service) gives every replica.
+    #[arg(long, env = "BOOKMESH_ADMIN_TARGETS", value_delimiter = ',')]
+    pub admin_targets: Vec<String>,
+
+    /// DEVELOPMENT ONLY (`make run`): `POST /auth/dev-token` signs tokens for any role with
+    /// the local development key `<pki-dir>/jwt.key`. Anyone who reaches the gateway can then
+    /// act as staff on a mesh that trusts that key. Logged as a warning.
+    #[arg(long, env = "BOOKMESH_DEV_SIGN_IN")]
+    pub dev_sign_in: bool,
 
     /// Log format.
     #[arg(long, env = "BOOKMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]

@@ -1,9 +1,10 @@
-//! The browser side: gRPC-Web, unary
+//! The browser side: gRPC-Web
 //! (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-WEB.md). A request body is one
 //! length-prefixed message (base64 for `application/grpc-web-text`); the answer is the
-//! response message and a trailer frame with `grpc-status: 0`, or, for an error, no body and
-//! the status in the headers (`grpc-status`, `grpc-message`, `grpc-status-details-bin`: the
-//! details browsers decode, `google.rpc.BadRequest` included).
+//! response message (a server stream's messages, one frame each as they come) and a trailer
+//! frame with the status, or, for an error before any message, no body and the status in the
+//! headers (`grpc-status`, `grpc-message`, `grpc-status-details-bin`: the details browsers
+//! decode, `google.rpc.BadRequest` included).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -88,6 +89,32 @@ pub fn encode_response(message: &[u8], encoding: Encoding) -> Vec<u8> {
     let mut body = Vec::with_capacity(message.len() + 32);
     frame(&mut body, DATA, message);
     frame(&mut body, TRAILERS, b"grpc-status:0\r\ngrpc-message:\r\n");
+    encoded(body, encoding)
+}
+
+/// One message of a stream, as a frame (base64 on its own in text mode: a text stream is a
+/// series of base64 chunks, each decodable as it arrives).
+pub fn message_frame(message: &[u8], encoding: Encoding) -> Vec<u8> {
+    let mut body = Vec::with_capacity(message.len() + 5);
+    frame(&mut body, DATA, message);
+    encoded(body, encoding)
+}
+
+/// The trailer frame that ends a stream with `status` (its details included).
+pub fn trailer_frame(status: &Status, encoding: Encoding) -> Vec<u8> {
+    let mut trailers = Vec::new();
+    for (name, value) in &error_headers(status) {
+        trailers.extend_from_slice(name.as_str().as_bytes());
+        trailers.push(b':');
+        trailers.extend_from_slice(value.as_bytes());
+        trailers.extend_from_slice(b"\r\n");
+    }
+    let mut body = Vec::with_capacity(trailers.len() + 5);
+    frame(&mut body, TRAILERS, &trailers);
+    encoded(body, encoding)
+}
+
+fn encoded(body: Vec<u8>, encoding: Encoding) -> Vec<u8> {
     match encoding {
         Encoding::Binary => body,
         Encoding::Text => STANDARD.encode(body).into_bytes(),
@@ -159,5 +186,23 @@ mod tests {
             Some(Encoding::Text)
         );
         assert_eq!(Encoding::of("application/json"), None);
+    }
+
+    #[test]
+    fn a_stream_ends_with_a_trailer_frame_carrying_its_status() {
+        let ok = trailer_frame(&Status::ok(""), Encoding::Binary);
+        assert_eq!(ok[0], TRAILERS);
+        assert!(String::from_utf8_lossy(&ok).contains("grpc-status:0"));
+        let failed = trailer_frame(&Status::unavailable("gone away"), Encoding::Binary);
+        let text = String::from_utf8_lossy(&failed[5..]).into_owned();
+        assert!(text.contains("grpc-status:14\r\n"), "{text}");
+        assert!(text.contains("grpc-message:gone%20away\r\n"), "{text}");
+        let length = u32::from_be_bytes([failed[1], failed[2], failed[3], failed[4]]) as usize;
+        assert_eq!(length, failed.len() - 5);
+        let message = message_frame(b"m", Encoding::Text);
+        assert_eq!(
+            STANDARD.decode(message).ok(),
+            Some(vec![0, 0, 0, 0, 1, b'm'])
+        );
     }
 }

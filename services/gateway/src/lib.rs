@@ -1,38 +1,50 @@
 //! The gateway, the edge of the mesh: browsers and `curl` call every public RPC of book,
 //! member, rental and bestbook at `POST /<package.Service>/<Method>`, as JSON (the Connect
-//! protocol's unary form, see `connect`) or as gRPC-Web (`grpc_web`), and the gateway calls the services over gRPC
-//! through the shared client stack, so a browser's request is one trace end to end.
+//! protocol's unary form, see `connect`) or as gRPC-Web (`grpc_web`, unary and server
+//! streaming), and the gateway calls the services over gRPC through the shared client stack,
+//! so a browser's request is one trace end to end. It also serves the console.
 //!
 //! - `routes`: the methods served, read from the contracts' descriptors.
-//! - `connect`: JSON in and out, and errors with their code and details.
-//! - `grpc_web`: gRPC-Web in and out, for browsers (unary).
-//! - `forward`: the encoded request to its upstream, with the caller's token and deadline.
+//! - `rpc`: a call read, checked and forwarded; `connect`: JSON in and out, and errors with
+//!   their code and details; `grpc_web`: gRPC-Web frames; `forward`: the encoded request to
+//!   its upstream, with the caller's token and deadline.
+//! - `console`: the console's files (`GET /`), built into the binary.
+//! - `sign_in`: the development sign-in of `make run` (`POST /auth/dev-token`).
+//! - `mesh` and `faults`: the console's mesh view and fault switches, from the services'
+//!   admin ports (`admin`).
 //!
 //! The user's `authorization` header goes to the services, which decide (the gateway holds
-//! no rights of its own beyond its workload identity); `connect-timeout-ms` becomes the
-//! call's deadline, capped by `--request-timeout`.
+//! no rights of its own beyond its workload identity); `connect-timeout-ms` or `grpc-timeout`
+//! becomes the call's deadline, capped by `--request-timeout` (`--stream-timeout` for
+//! streams).
 
+mod admin;
 mod config;
 mod connect;
+mod console;
+mod faults;
 mod forward;
 mod grpc_web;
+mod mesh;
+mod reply;
 mod routes;
+mod rpc;
+mod sign_in;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bookmesh::client::Upstream;
 use bookmesh::identity::Identity;
-use http::{Method, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tonic::Status;
+use tokio::sync::watch;
 
 pub use config::Config;
 pub use routes::PUBLIC_SERVICES;
@@ -50,16 +62,19 @@ struct Gateway {
     routes: routes::Routes,
     max_message_bytes: usize,
     request_timeout: Duration,
+    stream_timeout: Duration,
     /// The services verify user tokens (not the plaintext development mode): a call without
     /// one is refused here, as UNAUTHENTICATED, before it costs them anything.
     requires_token: bool,
+    /// Turns true when the gateway stops: open streams end, so the drain does not wait for
+    /// them.
+    stopping: watch::Receiver<bool>,
+    console: console::Console,
+    sign_in: Option<sign_in::DevSignIn>,
+    mesh: mesh::MeshView,
+    faults: faults::FaultSwitches,
 }
 
-/// Longest `authorization` header forwarded: the services refuse tokens over 8 KiB, and a
-/// header over their header-list limit would be refused as a transport error.
-const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
-/// Longest `idempotency-key` forwarded (the services' own bound).
-const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes of request headers buffered per connection.
@@ -109,11 +124,36 @@ pub async fn serve_until(
         methods = routes.paths().len(),
         "gateway listening: POST /<package.Service>/<Method> with JSON"
     );
+    let admin_targets =
+        Arc::new(admin::AdminTargets::parse(&config.admin_targets).map_err(GatewayError::Config)?);
+    let sign_in = if config.dev_sign_in {
+        let auth = bookmesh::config::AuthArgs::default();
+        let sign_in = sign_in::DevSignIn::new(
+            &config.identity.pki_dir,
+            &auth.token_issuer,
+            &auth.token_audience,
+        )
+        .map_err(GatewayError::Config)?;
+        tracing::warn!(
+            "DEVELOPMENT sign-in is on: POST /auth/dev-token signs tokens for any role with \
+             the local development key"
+        );
+        Some(sign_in)
+    } else {
+        None
+    };
+    let (stop, stopping) = watch::channel(false);
     let gateway = Arc::new(Gateway {
         routes,
         max_message_bytes: config.max_message_bytes,
         request_timeout: config.request_timeout,
+        stream_timeout: config.stream_timeout,
         requires_token: !identity.is_plaintext(),
+        stopping: stopping.clone(),
+        console: console::Console::new(config.console_dir.clone()),
+        sign_in,
+        mesh: mesh::MeshView::new(admin_targets.clone()),
+        faults: faults::FaultSwitches::new(admin_targets),
     });
     // One slot per open connection: past --max-connections a new one is closed at once, so
     // a flood of idle sockets cannot exhaust the process's descriptors or memory.
@@ -139,19 +179,32 @@ pub async fn serve_until(
             continue;
         };
         let gateway = gateway.clone();
+        let mut stopping = stopping.clone();
         connections.spawn(async move {
             let _slot = slot;
             let service = service_fn(move |request| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
             });
-            if let Err(error) = http1::Builder::new()
+            let connection = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = async {
+                    // The guard `wait_for` returns must not live across an await.
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                } => {
+                    // Finish the request in progress (a stream ends by itself), then close
+                    // instead of waiting on an idle keep-alive connection.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
@@ -159,9 +212,10 @@ pub async fn serve_until(
         // connections open now.
         while connections.try_join_next().is_some() {}
     }
-    // No new connections while the open calls finish.
+    // No new connections while the open calls finish; streams end now.
     drop(listener);
     tracing::info!("stop requested: letting open calls finish");
+    let _ = stop.send(true);
     let drained = tokio::time::timeout(config.request_timeout, async {
         while connections.join_next().await.is_some() {}
     })
@@ -173,188 +227,49 @@ pub async fn serve_until(
 }
 
 impl Gateway {
-    async fn handle(&self, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> reply::Response {
+        let path = request.uri().path();
+        let method = request.method();
         // The process is up and serving HTTP (the launcher and probes ask); whether a method
         // works is each service's own health.
-        if request.method() == Method::GET && request.uri().path() == "/healthz" {
-            return respond(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
+        if path == "/healthz" && method == Method::GET {
+            return reply::json(StatusCode::OK, r#"{"status":"ok"}"#);
         }
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        if let Some(encoding) = grpc_web::Encoding::of(&content_type) {
-            return match self
-                .call(request, |route, body| {
-                    let message = grpc_web::decode_request(body, encoding)?;
-                    // Checked here like JSON: a service answers a message it cannot decode
-                    // with INTERNAL, which its callers' breakers would count.
-                    prost_reflect::DynamicMessage::decode(route.method.input(), message.as_slice())
-                        .map_err(|_| {
-                            Status::invalid_argument("the message is not the method's request")
-                        })?;
-                    Ok(message)
-                })
-                .await
-            {
-                Ok((_, answer)) => {
-                    let mut response =
-                        respond(StatusCode::OK, grpc_web::encode_response(&answer, encoding));
-                    set_content_type(&mut response, encoding.content_type());
-                    response
-                }
-                Err(status) => {
-                    let mut response = respond(StatusCode::OK, Vec::new());
-                    response
-                        .headers_mut()
-                        .extend(grpc_web::error_headers(&status));
-                    set_content_type(&mut response, encoding.content_type());
-                    response
-                }
+        if path == "/auth/config" && method == Method::GET {
+            return reply::json_value(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "dev_sign_in": self.sign_in.is_some(),
+                    "tokens_required": self.requires_token,
+                }),
+            );
+        }
+        if path == "/auth/dev-token" {
+            return match (&self.sign_in, method == Method::POST) {
+                (Some(sign_in), true) => sign_in.issue(request).await,
+                (Some(_), false) => reply::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "unimplemented",
+                    "POST /auth/dev-token",
+                ),
+                (None, _) => reply::error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "development sign-in is off: sign in with the identity provider",
+                ),
             };
         }
-        let json = content_type.split(';').next().map(str::trim) == Some("application/json");
-        let answer = if json {
-            self.call(request, |route, body| {
-                connect::decode_request(route.method.input(), body)
-            })
-            .await
-            .and_then(|(route, answer)| connect::encode_response(route.method.output(), &answer))
-        } else {
-            Err(Status::invalid_argument(
-                "content-type must be application/json, or application/grpc-web(+proto) or \
-                 application/grpc-web-text(+proto)",
-            ))
-        };
-        match answer {
-            Ok(json) => respond(StatusCode::OK, json),
-            Err(status) => respond(
-                connect::http_status(status.code()),
-                connect::error_body(&status, &self.routes.pool),
-            ),
+        if path == "/api/mesh" && method == Method::GET {
+            return self.mesh.answer().await;
         }
-    }
-
-    /// Calls the method at the request's path with the request message `decode` reads from
-    /// the body (JSON against the method's input type; gRPC-Web's message goes as it came,
-    /// and the service refuses what is not its request): the route and the encoded answer.
-    async fn call(
-        &self,
-        request: hyper::Request<Incoming>,
-        decode: impl FnOnce(&routes::Route, &[u8]) -> Result<Vec<u8>, Status>,
-    ) -> Result<(&routes::Route, Bytes), Status> {
-        let Some(route) = self.routes.get(request.uri().path()) else {
-            return Err(Status::unimplemented(format!(
-                "no method at {}: POST /<package.Service>/<Method>, for the services {}",
-                request.uri().path(),
-                PUBLIC_SERVICES.map(|(name, _)| name).join(", ")
-            )));
-        };
-        if request.method() != Method::POST {
-            return Err(Status::unimplemented("methods are called with POST"));
+        if path == "/api/faults" || path.starts_with("/api/faults/") {
+            return self.faults.answer(request).await;
         }
-        // gRPC-Web carries the deadline as `grpc-timeout`; Connect as `connect-timeout-ms`.
-        let asked = request
-            .headers()
-            .get("connect-timeout-ms")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .or_else(|| {
-                request
-                    .headers()
-                    .get("grpc-timeout")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(bookmesh::deadline::parse_grpc_timeout)
-            });
-        let timeout = asked.map_or(self.request_timeout, |asked| {
-            asked.min(self.request_timeout)
-        });
-        let authorization = forwarded(
-            &request,
-            header::AUTHORIZATION.as_str(),
-            MAX_AUTHORIZATION_BYTES,
-        )
-        .map_err(|()| {
-            Status::unauthenticated("the authorization header is malformed or too large")
-        })?;
-        if authorization.is_none() && self.requires_token {
-            return Err(Status::unauthenticated(
-                "sign in: send `authorization: Bearer <token>`",
-            ));
+        // Every method of the contracts is a POST to a path with a dot in its first part
+        // (`/bookmesh.book.v1.BookService/GetBook`); a GET of anything else is the console.
+        if method == Method::GET && !path.starts_with("/api/") && self.routes.get(path).is_none() {
+            return self.console.serve(path).await;
         }
-        let idempotency_key = forwarded(&request, "idempotency-key", MAX_IDEMPOTENCY_KEY_BYTES)
-            .map_err(|()| Status::invalid_argument("idempotency-key is malformed or too long"))?;
-        let started = Instant::now();
-        // The body counts against the call's budget: a client that sends it slowly holds a
-        // connection no longer than its own deadline.
-        let body = match tokio::time::timeout(
-            timeout,
-            Limited::new(request.into_body(), self.max_message_bytes).collect(),
-        )
-        .await
-        {
-            Ok(Ok(body)) => body.to_bytes(),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                return Err(Status::resource_exhausted(format!(
-                    "request body over {} bytes",
-                    self.max_message_bytes
-                )));
-            }
-            Ok(Err(_)) => return Err(Status::invalid_argument("request body cut short")),
-            Err(_) => {
-                return Err(Status::deadline_exceeded(
-                    "request body not received within the deadline",
-                ));
-            }
-        };
-        let timeout = timeout.saturating_sub(started.elapsed());
-        let message = decode(route, &body)?;
-        let answer = bookmesh::deadline::scope(
-            Instant::now() + timeout,
-            forward::call(route, message.into(), authorization, idempotency_key),
-        )
-        .await?;
-        Ok((route, answer))
+        self.rpc(request).await
     }
-}
-
-/// A header to pass on to the services, if the caller sent it: `Err` when it is not ASCII or
-/// longer than `max` bytes.
-fn forwarded(
-    request: &hyper::Request<Incoming>,
-    name: &str,
-    max: usize,
-) -> Result<Option<tonic::metadata::AsciiMetadataValue>, ()> {
-    let Some(value) = request.headers().get(name) else {
-        return Ok(None);
-    };
-    if value.len() > max {
-        return Err(());
-    }
-    value
-        .to_str()
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .map(Some)
-        .ok_or(())
-}
-
-fn set_content_type(response: &mut hyper::Response<Full<Bytes>>, content_type: &'static str) {
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-}
-
-fn respond(status: StatusCode, body: Vec<u8>) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }

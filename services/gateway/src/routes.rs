@@ -1,4 +1,5 @@
-//! Which URL paths the gateway serves: every unary method of the public services, read once
+//! Which URL paths the gateway serves: every unary and server-streaming method of the public
+//! services, read once
 //! from the contracts' descriptors (`proto/`), each with the upstream that serves it.
 
 use std::collections::HashMap;
@@ -51,15 +52,16 @@ impl Routes {
                 .ok_or_else(|| format!("{service_name} is not in the contracts"))?;
             let upstream = upstream_of(workload)?;
             for method in service.methods() {
-                if method.is_client_streaming() || method.is_server_streaming() {
+                // Browsers cannot stream a request (gRPC-Web has no client streaming).
+                if method.is_client_streaming() {
                     continue;
                 }
                 let path = format!("/{service_name}/{}", method.name());
                 // Leaked once at start: one name per method of the contracts, for the process's life.
                 let label: &'static str = Box::leak(method.name().to_owned().into_boxed_str());
-                // Reads are safe to retry; a write is retried only when it never left (the
-                // client stack's rule for non-idempotent calls).
-                let idempotency = if ["Get", "List"]
+                // Reads (and opening a watch) are safe to retry; a write is retried only when
+                // it never left (the client stack's rule for non-idempotent calls).
+                let idempotency = if ["Get", "List", "Watch"]
                     .iter()
                     .any(|prefix| method.name().starts_with(prefix))
                 {

@@ -3,62 +3,15 @@
 
 use std::time::Duration;
 
-use bookmesh::config::EventArgs;
-use bookmesh::testing::{RunningServer, TestDatabase, bind, eventually, url_of};
+use bookmesh::testing::eventually;
 use serde_json::{Value, json};
 
-/// The three services and the gateway; the servers stop when it is dropped.
-struct Mesh {
-    gateway: String,
-    _servers: Vec<RunningServer>,
-    _dbs: Vec<TestDatabase>,
-}
+mod support;
+
+use support::{Mesh, start as start_with};
 
 async fn start() -> Mesh {
-    let dbs = [
-        TestDatabase::fresh().await,
-        TestDatabase::fresh().await,
-        TestDatabase::fresh().await,
-    ];
-    let (member, book, rental) = (bind().await, bind().await, bind().await);
-    let (member_url, book_url, rental_url) = (url_of(&member), url_of(&book), url_of(&rental));
-    let events = EventArgs::for_tests(&format!("g{}", uuid::Uuid::now_v7().simple()));
-    let mut member_config = member_service::Config::for_tests(&dbs[0].url, &rental_url);
-    member_config.service.events = events.clone();
-    let mut book_config = book_service::Config::for_tests(&dbs[1].url, &rental_url);
-    book_config.service.events = events.clone();
-    let mut rental_config = rental_service::Config::for_tests(&dbs[2].url, &member_url, &book_url);
-    rental_config.service.events = events;
-    let mut servers = vec![
-        RunningServer::start_on(member, |l, s| {
-            bookmesh::service::serve_until(member_config, l, s)
-        })
-        .await,
-        RunningServer::start_on(book, |l, s| {
-            bookmesh::service::serve_until(book_config, l, s)
-        })
-        .await,
-        RunningServer::start_on(rental, |l, s| {
-            bookmesh::service::serve_until(rental_config, l, s)
-        })
-        .await,
-    ];
-    let gateway_listener = bind().await;
-    let gateway = gateway_listener.local_addr().expect("address").to_string();
-    let config = gateway_service::Config::for_tests(
-        &book_url,
-        &member_url,
-        &rental_url,
-        "http://127.0.0.1:1",
-    );
-    servers.push(RunningServer::spawn_on(gateway_listener, |l, s| {
-        gateway_service::serve_until(config, l, s)
-    }));
-    Mesh {
-        gateway,
-        _servers: servers,
-        _dbs: dbs.into(),
-    }
+    start_with(|_| {}).await
 }
 
 /// An HTTP request as curl makes it: the status and the body as JSON (or a string).

@@ -18,15 +18,21 @@ use crate::error::RentalError;
 use crate::history::History;
 use crate::store::RentalStore;
 use crate::upstream::Upstreams;
+use crate::watch::{HistoryStream, MAX_LIFETIME, Watchers};
 
 pub struct RentalApi {
     store: RentalStore,
     upstreams: Upstreams,
+    watchers: Watchers,
 }
 
 impl RentalApi {
-    pub fn new(store: RentalStore, upstreams: Upstreams) -> Self {
-        Self { store, upstreams }
+    pub fn new(store: RentalStore, upstreams: Upstreams, watchers: Watchers) -> Self {
+        Self {
+            store,
+            upstreams,
+            watchers,
+        }
     }
 }
 
@@ -91,7 +97,7 @@ fn state_message(state: ItemState) -> pb::ItemState {
 }
 
 /// One saga per item, its steps (published and received events) in time order.
-fn saga_messages(history: &History) -> Vec<pb::RentalSaga> {
+pub(crate) fn saga_messages(history: &History) -> Vec<pb::RentalSaga> {
     history
         .sagas()
         .into_iter()
@@ -134,6 +140,28 @@ impl pb::rental_service_server::RentalService for RentalApi {
         Ok(Response::new(pb::GetRentalHistoryResponse {
             sagas: saga_messages(&history),
         }))
+    }
+
+    type WatchRentalHistoryStream = HistoryStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_rental_history(
+        &self,
+        request: Request<pb::WatchRentalHistoryRequest>,
+    ) -> Result<Response<HistoryStream>, Status> {
+        let mut violations = FieldViolations::new();
+        let member_id = violations.check("member_id", parse_uuid(&request.get_ref().member_id));
+        let member_id = violations.finish(|| member_id)?;
+        // The caller's own deadline, not the server's request timeout (which bounds answering
+        // a call, not a stream's life): a stream lasts until the deadline, at most
+        // MAX_LIFETIME.
+        let lifetime = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(bookmesh::deadline::parse_grpc_timeout)
+            .unwrap_or(MAX_LIFETIME);
+        Ok(Response::new(self.watchers.open(member_id, lifetime)?))
     }
 
     #[tracing::instrument(skip_all, fields(member_id, book_id))]

@@ -40,6 +40,11 @@ pub struct Config {
     #[arg(long, env = "BOOKMESH_SAGA_SWEEP_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub saga_sweep_interval: Duration,
 
+    /// Most WatchRentalHistory streams this replica serves at once; one more is refused with
+    /// RESOURCE_EXHAUSTED. Each costs a task and two indexed lookups every 500 ms.
+    #[arg(long, env = "BOOKMESH_MAX_HISTORY_WATCHERS", default_value_t = 256)]
+    pub max_history_watchers: usize,
+
     /// How the rental service calls the member and book services.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -61,6 +66,7 @@ impl Config {
             book_endpoints: vec![book_endpoint.into()],
             saga_step_timeout: Duration::from_secs(300),
             saga_sweep_interval: Duration::from_secs(30),
+            max_history_watchers: 256,
             client: ClientArgs::default(),
             service: ServiceArgs::for_tests(database_url),
         }

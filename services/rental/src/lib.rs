@@ -8,6 +8,7 @@
 //! - `history`: a member's sagas, step by step.
 //! - `deadlines`: saga steps waiting too long are reported; rentals are given up.
 //! - `upstream`: typed calls to the member and book services.
+//! - `watch`: a member's history streamed as it changes (WatchRentalHistory).
 //! - `api`: the gRPC surface; `error`: the one mapping to statuses.
 
 mod api;
@@ -20,6 +21,7 @@ mod history;
 mod saga;
 pub mod store;
 mod upstream;
+mod watch;
 
 use bookmesh::config::ServiceArgs;
 use bookmesh::proto::rental::v1::rental_service_server::RentalServiceServer;
@@ -55,8 +57,13 @@ impl bookmesh::service::Service for Config {
             let store = sweeper.clone();
             async move { deadlines::sweep(&store, timeout).await }
         });
+        let watchers = watch::Watchers::new(
+            store.clone(),
+            self.max_history_watchers,
+            parts.stopping_signal(),
+        );
         Ok(
-            RentalServiceServer::new(api::RentalApi::new(store, upstreams))
+            RentalServiceServer::new(api::RentalApi::new(store, upstreams, watchers))
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         )

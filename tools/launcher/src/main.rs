@@ -238,6 +238,22 @@ fn start(
             "BOOKMESH_BOOK_ENDPOINTS",
             format!("http://{}:{}", args.host, SERVICES[0].port),
         )
+        // The gateway's mesh view and fault switches read the services' admin ports.
+        .env(
+            "BOOKMESH_ADMIN_TARGETS",
+            SERVICES
+                .iter()
+                .filter(|service| !service.grpc_service.is_empty())
+                .map(|service| format!("{}={}:{}", service.name, args.host, service.port + 1000))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        // The console's development sign-in signs with this mesh's own key (the gateway
+        // ignores it in the plaintext mode, which has no tokens).
+        .env(
+            "BOOKMESH_DEV_SIGN_IN",
+            (!args.identity.insecure_plaintext).to_string(),
+        )
         // Each service names itself in traces; one OTEL_SERVICE_NAME for all would merge them.
         .env_remove("OTEL_SERVICE_NAME")
         .stdin(Stdio::null())
@@ -389,6 +405,10 @@ fn print_banner(host: &str, identity: &IdentityArgs) {
         );
     }
     println!("  gateway   http://{host}:8080  JSON for curl: POST /<package.Service>/<Method>");
+    println!();
+    println!(
+        "Open the console: http://{host}:8080  (sign in as a librarian, rent a book, watch its saga)"
+    );
     println!();
     if identity.insecure_plaintext {
         println!("INSECURE: plaintext, no identities, no authorization (--insecure-plaintext).");

@@ -36,6 +36,9 @@ pub struct RentalStore {
     sqlite_writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Woken after a commit that appended events, so they do not wait for its next poll.
     relay: Relay,
+    /// Counts this process's committed card changes, so history watchers look at once
+    /// instead of at their next poll.
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// A card with one page of its history.
@@ -64,7 +67,36 @@ impl RentalStore {
             db,
             sqlite_writer,
             relay,
+            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// Changes every time this process commits a change to a card through [`Self::update`]
+    /// (the API's writes). Changes made by the event consumers or by other replicas do not
+    /// show here: a watcher also polls [`Self::history_fingerprint`].
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// A value that changes whenever the member's history does: the card's version (every
+    /// saved change bumps it, and events are appended with a change) and the newest saga
+    /// step's id (a late answer may add a step to a finished item without changing the card).
+    /// `None` if the member never rented. Two indexed lookups, cheap enough to poll.
+    pub async fn history_fingerprint(
+        &self,
+        member_id: Uuid,
+    ) -> Result<Option<(i64, i64)>, RentalError> {
+        let key = member_id.to_string();
+        let Some(card) = card::Entity::find_by_id(key.clone()).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let newest_step = entity::saga_step::Entity::find()
+            .filter(entity::saga_step::Column::MemberId.eq(key))
+            .order_by_desc(entity::saga_step::Column::Id)
+            .one(&self.db)
+            .await?
+            .map_or(0, |step| step.id);
+        Ok(Some((card.version, newest_step)))
     }
 
     /// A read-only transaction whose reads all see one moment (REPEATABLE READ; a SQLite
@@ -169,6 +201,8 @@ impl RentalStore {
                     if publishes {
                         self.relay.wake();
                     }
+                    self.changes
+                        .send_modify(|count| *count = count.wrapping_add(1));
                     return Ok((card, outcome));
                 }
                 Err(error) if is_contention(&error) => {

@@ -34,6 +34,11 @@ pub struct Mesh {
 /// rental calls member and book; book and member consume rental's events, rental consumes
 /// book's. Listeners are bound first so every service knows the others' addresses.
 pub async fn start_mesh() -> Mesh {
+    start_mesh_with(|_| {}).await
+}
+
+/// [`start_mesh`] with the rental service's configuration changed by `tweak`.
+pub async fn start_mesh_with(tweak: impl FnOnce(&mut rental_service::Config)) -> Mesh {
     let member_db = TestDatabase::fresh().await;
     let book_db = TestDatabase::fresh().await;
     let rental_db = TestDatabase::fresh().await;
@@ -61,6 +66,7 @@ pub async fn start_mesh() -> Mesh {
     let mut rental_config =
         rental_service::Config::for_tests(&rental_db.url, &member_url, &book_url);
     rental_config.service.events = events.clone();
+    tweak(&mut rental_config);
     let rental_server = RunningServer::start_on(rental_listener, |listener, shutdown| {
         bookmesh::service::serve_until(rental_config, listener, shutdown)
     })

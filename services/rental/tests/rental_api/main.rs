@@ -12,3 +12,4 @@ mod idempotency;
 mod renting;
 mod returning_and_overdue;
 mod trace_propagation;
+mod watch_history;

@@ -1,0 +1,323 @@
+//! Calls of the contracts' methods: `POST /<package.Service>/<Method>` as JSON (Connect's
+//! unary form) or gRPC-Web (unary, and server streaming for the live views), forwarded through
+//! the shared client stack with the caller's token, idempotency key and deadline.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt as _, Limited, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::reply::{self, Response};
+use crate::{Gateway, PUBLIC_SERVICES, connect, forward, grpc_web, routes};
+
+/// Longest `authorization` header forwarded: the services refuse tokens over 8 KiB, and a
+/// header over their header-list limit would be refused as a transport error.
+const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+/// Longest `idempotency-key` forwarded (the services' own bound).
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+/// How long after its deadline the gateway itself ends a stream: the service ends it first,
+/// with its own status, unless it stopped answering.
+const STREAM_GRACE: Duration = Duration::from_secs(1);
+
+/// A call read and checked, ready to forward.
+struct Prepared<'a> {
+    route: &'a routes::Route,
+    message: Vec<u8>,
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
+    idempotency_key: Option<tonic::metadata::AsciiMetadataValue>,
+    deadline: Instant,
+}
+
+impl Gateway {
+    /// Answers a call of a method, as JSON or as gRPC-Web after the request's content type.
+    pub(crate) async fn rpc(&self, request: hyper::Request<Incoming>) -> Response {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(encoding) = grpc_web::Encoding::of(&content_type) {
+            return self.grpc_web(request, encoding).await;
+        }
+        let json = content_type.split(';').next().map(str::trim) == Some("application/json");
+        let answer = if json {
+            self.unary_json(request).await
+        } else {
+            Err(Status::invalid_argument(
+                "content-type must be application/json, or application/grpc-web(+proto) or \
+                 application/grpc-web-text(+proto)",
+            ))
+        };
+        match answer {
+            Ok(json) => reply::json(StatusCode::OK, json),
+            Err(status) => reply::json(
+                connect::http_status(status.code()),
+                connect::error_body(&status, &self.routes.pool),
+            ),
+        }
+    }
+
+    async fn unary_json(&self, request: hyper::Request<Incoming>) -> Result<Vec<u8>, Status> {
+        let call = self
+            .prepare(request, |route, body| {
+                if route.method.is_server_streaming() {
+                    return Err(Status::unimplemented(
+                        "a streaming method: call it with gRPC-Web (application/grpc-web+proto); \
+                         JSON serves the unary methods",
+                    ));
+                }
+                connect::decode_request(route.method.input(), body)
+            })
+            .await?;
+        let route = call.route;
+        let answer = bookmesh::deadline::scope(
+            call.deadline,
+            forward::call(
+                route,
+                call.message.into(),
+                call.authorization,
+                call.idempotency_key,
+            ),
+        )
+        .await?;
+        connect::encode_response(route.method.output(), &answer)
+    }
+
+    async fn grpc_web(
+        &self,
+        request: hyper::Request<Incoming>,
+        encoding: grpc_web::Encoding,
+    ) -> Response {
+        let prepared = self
+            .prepare(request, |route, body| {
+                let message = grpc_web::decode_request(body, encoding)?;
+                // Checked here like JSON: a service answers a message it cannot decode with
+                // INTERNAL, which its callers' breakers would count.
+                prost_reflect::DynamicMessage::decode(route.method.input(), message.as_slice())
+                    .map_err(|_| {
+                        Status::invalid_argument("the message is not the method's request")
+                    })?;
+                Ok(message)
+            })
+            .await;
+        let call = match prepared {
+            Ok(call) => call,
+            Err(status) => return grpc_web_error(&status, encoding),
+        };
+        let (route, deadline) = (call.route, call.deadline);
+        if route.method.is_server_streaming() {
+            // In the deadline's scope too: a stream asked to end soon must also open by then.
+            let opened = bookmesh::deadline::scope(
+                deadline,
+                forward::open_stream(route, call.message.into(), deadline, call.authorization),
+            )
+            .await;
+            return match opened {
+                Ok(upstream) => {
+                    stream_response(upstream, encoding, deadline, self.stopping.clone())
+                }
+                Err(status) => grpc_web_error(&status, encoding),
+            };
+        }
+        let answer = bookmesh::deadline::scope(
+            deadline,
+            forward::call(
+                route,
+                call.message.into(),
+                call.authorization,
+                call.idempotency_key,
+            ),
+        )
+        .await;
+        match answer {
+            Ok(answer) => reply::with(
+                StatusCode::OK,
+                encoding.content_type(),
+                grpc_web::encode_response(&answer, encoding),
+            ),
+            Err(status) => grpc_web_error(&status, encoding),
+        }
+    }
+
+    /// Reads the call at the request's path: its route, the request message `decode` makes
+    /// of the body (JSON against the method's input type, or gRPC-Web's message checked
+    /// against it), the caller's token and idempotency key, and its deadline.
+    async fn prepare(
+        &self,
+        request: hyper::Request<Incoming>,
+        decode: impl FnOnce(&routes::Route, &[u8]) -> Result<Vec<u8>, Status>,
+    ) -> Result<Prepared<'_>, Status> {
+        let Some(route) = self.routes.get(request.uri().path()) else {
+            return Err(Status::unimplemented(format!(
+                "no method at {}: POST /<package.Service>/<Method>, for the services {}",
+                request.uri().path(),
+                PUBLIC_SERVICES.map(|(name, _)| name).join(", ")
+            )));
+        };
+        if request.method() != Method::POST {
+            return Err(Status::unimplemented("methods are called with POST"));
+        }
+        // gRPC-Web carries the deadline as `grpc-timeout`; Connect as `connect-timeout-ms`.
+        let asked = request
+            .headers()
+            .get("connect-timeout-ms")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .or_else(|| {
+                request
+                    .headers()
+                    .get("grpc-timeout")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(bookmesh::deadline::parse_grpc_timeout)
+            });
+        // A stream lives up to --stream-timeout; a call answers within --request-timeout.
+        let limit = if route.method.is_server_streaming() {
+            self.stream_timeout
+        } else {
+            self.request_timeout
+        };
+        let timeout = asked.map_or(limit, |asked| asked.min(limit));
+        let authorization = forwarded(
+            &request,
+            header::AUTHORIZATION.as_str(),
+            MAX_AUTHORIZATION_BYTES,
+        )
+        .map_err(|()| {
+            Status::unauthenticated("the authorization header is malformed or too large")
+        })?;
+        if authorization.is_none() && self.requires_token {
+            return Err(Status::unauthenticated(
+                "sign in: send `authorization: Bearer <token>`",
+            ));
+        }
+        let idempotency_key = forwarded(&request, "idempotency-key", MAX_IDEMPOTENCY_KEY_BYTES)
+            .map_err(|()| Status::invalid_argument("idempotency-key is malformed or too long"))?;
+        let started = Instant::now();
+        // The body counts against the call's budget (at most --request-timeout, a stream's
+        // too): a client that sends it slowly holds a connection no longer than that.
+        let body = match tokio::time::timeout(
+            timeout.min(self.request_timeout),
+            Limited::new(request.into_body(), self.max_message_bytes).collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(Status::resource_exhausted(format!(
+                    "request body over {} bytes",
+                    self.max_message_bytes
+                )));
+            }
+            Ok(Err(_)) => return Err(Status::invalid_argument("request body cut short")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "request body not received within the deadline",
+                ));
+            }
+        };
+        let message = decode(route, &body)?;
+        Ok(Prepared {
+            route,
+            message,
+            authorization,
+            idempotency_key,
+            deadline: started + timeout,
+        })
+    }
+}
+
+/// A gRPC-Web error: no body, the status in the headers ("trailers-only").
+fn grpc_web_error(status: &Status, encoding: grpc_web::Encoding) -> Response {
+    let mut response = reply::with(StatusCode::OK, encoding.content_type(), Bytes::new());
+    response
+        .headers_mut()
+        .extend(grpc_web::error_headers(status));
+    response
+}
+
+/// The answer of a server-streaming call: each upstream message as a gRPC-Web frame as it
+/// arrives, then the trailer frame with the stream's final status.
+fn stream_response(
+    upstream: tonic::Streaming<Bytes>,
+    encoding: grpc_web::Encoding,
+    deadline: Instant,
+    stopping: watch::Receiver<bool>,
+) -> Response {
+    // One frame in flight: a slow browser slows the upstream stream (HTTP/2 flow control),
+    // not the gateway's memory.
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    tokio::spawn(pump(upstream, tx, encoding, deadline, stopping));
+    let mut response = hyper::Response::new(StreamBody::new(ReceiverStream::new(rx)).boxed());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(encoding.content_type()),
+    );
+    response
+}
+
+async fn pump(
+    mut upstream: tonic::Streaming<Bytes>,
+    tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    encoding: grpc_web::Encoding,
+    deadline: Instant,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let ends_at = tokio::time::Instant::from_std(deadline + STREAM_GRACE);
+    let status = loop {
+        if *stopping.borrow() {
+            break Status::unavailable("the gateway is stopping; call again");
+        }
+        tokio::select! {
+            message = upstream.message() => match message {
+                Ok(Some(message)) => {
+                    let frame = grpc_web::message_frame(&message, encoding);
+                    if tx.send(Ok(Frame::data(Bytes::from(frame)))).await.is_err() {
+                        return; // the browser went away; dropping `upstream` cancels the call
+                    }
+                }
+                Ok(None) => break Status::ok(""),
+                Err(status) => break status,
+            },
+            () = tokio::time::sleep_until(ends_at) => {
+                break Status::deadline_exceeded("the stream's deadline passed");
+            }
+            changed = stopping.changed() => if changed.is_err() {
+                break Status::unavailable("the gateway is stopping; call again");
+            },
+            () = tx.closed() => return,
+        }
+    };
+    let _ = tx
+        .send(Ok(Frame::data(Bytes::from(grpc_web::trailer_frame(
+            &status, encoding,
+        )))))
+        .await;
+}
+
+/// A header to pass on to the services, if the caller sent it: `Err` when it is not ASCII or
+/// longer than `max` bytes.
+fn forwarded(
+    request: &hyper::Request<Incoming>,
+    name: &str,
+    max: usize,
+) -> Result<Option<tonic::metadata::AsciiMetadataValue>, ()> {
+    let Some(value) = request.headers().get(name) else {
+        return Ok(None);
+    };
+    if value.len() > max {
+        return Err(());
+    }
+    value
+        .to_str()
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .map(Some)
+        .ok_or(())
+}
