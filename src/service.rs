@@ -27,6 +27,8 @@ use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
 
+pub use crate::telemetry::in_http_server_span;
+
 use crate::auth::Authorizer;
 use crate::config::{EventArgs, ServiceArgs};
 use crate::events::consumer::{ConsumerConfig, EventHandler, Processor};

@@ -139,3 +139,25 @@ pub(crate) fn enter_trace(
     span.record("span_id", tracing::field::display(trace.span_id_hex()));
     trace
 }
+
+/// Runs `future` as the server side of an HTTP request that is not a gRPC call (the gateway's
+/// JSON and gRPC-Web), in a server span named `name` that continues the caller's
+/// `traceparent` (a browser's, or curl's) or starts a trace. The calls it makes to the services
+/// are its children, so a browser's request is one trace end to end. `name` must come from a
+/// closed set (the contracts' methods), never from the request.
+pub async fn in_http_server_span<F: std::future::Future>(
+    name: &'static str,
+    traceparent: Option<&str>,
+    future: F,
+) -> F::Output {
+    let caller = traceparent.and_then(crate::trace_context::TraceContext::parse);
+    let span = tracing::info_span!(
+        "http",
+        otel.name = name,
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let trace = enter_trace(&span, caller);
+    tracing::Instrument::instrument(crate::trace_context::scope(trace, future), span).await
+}

@@ -80,8 +80,8 @@ const CLIENT: i32 = 3;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
+/// A test OTLP receiver: what it received, and its URL.
+async fn start_receiver() -> (Receiver, String) {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -92,6 +92,50 @@ async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
             .add_service(TraceServiceServer::new(receiver.clone()))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
+    (receiver, otlp)
+}
+
+/// The spans of `trace_id`, once every `expected` (service, kind, name part) arrived.
+async fn spans_of(
+    receiver: &Receiver,
+    trace_id: &str,
+    expected: &[(&str, i32, &str)],
+) -> Vec<Received> {
+    eventually("the trace's spans", Duration::from_secs(30), || {
+        let receiver = receiver.clone();
+        async move {
+            let spans: Vec<Received> = receiver
+                .0
+                .lock()
+                .expect("spans")
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .cloned()
+                .collect();
+            expected
+                .iter()
+                .all(|(service, kind, name)| {
+                    spans
+                        .iter()
+                        .any(|s| s.service == *service && s.kind == *kind && s.name.contains(name))
+                })
+                .then_some(spans)
+        }
+    })
+    .await
+}
+
+fn find(spans: &[Received], service: &str, kind: i32, name: &str) -> Received {
+    spans
+        .iter()
+        .find(|s| s.service == service && s.kind == kind && s.name.contains(name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {service} span {name:?} (kind {kind}) in {spans:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
+    let (receiver, otlp) = start_receiver().await;
 
     let dir = std::env::temp_dir().join(format!("bookmesh-otlp-{}", uuid::Uuid::now_v7()));
     let address = || format!("127.0.0.1:{}", free_port());
@@ -168,35 +212,8 @@ async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
         ("rental", CONSUMER, "BookReserved process"),
         ("bestbook", CONSUMER, "RentConfirmed process"),
     ];
-    let spans = eventually("the saga's spans", Duration::from_secs(30), || {
-        let receiver = receiver.clone();
-        async move {
-            let spans: Vec<Received> = receiver
-                .0
-                .lock()
-                .expect("spans")
-                .iter()
-                .filter(|s| s.trace_id == trace_id)
-                .cloned()
-                .collect();
-            expected
-                .iter()
-                .all(|(service, kind, name)| {
-                    spans
-                        .iter()
-                        .any(|s| s.service == *service && s.kind == *kind && s.name.contains(name))
-                })
-                .then_some(spans)
-        }
-    })
-    .await;
-    let find = |service: &str, kind: i32, name: &str| -> Received {
-        spans
-            .iter()
-            .find(|s| s.service == service && s.kind == kind && s.name.contains(name))
-            .cloned()
-            .unwrap_or_else(|| panic!("no {service} span {name:?} (kind {kind}) in {spans:#?}"))
-    };
+    let spans = spans_of(&receiver, trace_id, &expected).await;
+    let find = |service: &str, kind: i32, name: &str| find(&spans, service, kind, name);
     let rent = find("rental", SERVER, "RentalService/RentBook");
     assert_eq!(rent.parent, root_span, "continues the caller's span");
     let get_member = find("rental", CLIENT, "member/GetMember");
@@ -237,5 +254,74 @@ async fn one_rent_book_is_one_trace_across_calls_relay_and_consumers() {
     for process in processes {
         process.stop().await;
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A browser's call through the gateway continues the browser's `traceparent`: the gateway's
+/// server span is its child, the gateway's call to the service a child of that, and the
+/// service's span a child of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_the_gateway_continues_the_browsers_trace() {
+    let (receiver, otlp) = start_receiver().await;
+    let dir = std::env::temp_dir().join(format!("bookmesh-otlp-{}", uuid::Uuid::now_v7()));
+    let (book, gateway) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let env = |listen: &str| {
+        vec![
+            ("BOOKMESH_LISTEN", listen.to_owned()),
+            ("BOOKMESH_DATA_DIR", dir.join("book").display().to_string()),
+            ("BOOKMESH_BOOK_ENDPOINTS", format!("http://{book}")),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ]
+    };
+    let book_process = ServiceProcess::spawn("book", "book-service", &env(&book));
+    let gateway_process = ServiceProcess::spawn("gateway", "gateway-service", &env(&gateway));
+    wait_until_serving(&format!("http://{book}"), Duration::from_secs(60)).await;
+    eventually("the gateway answers", Duration::from_secs(60), || {
+        let gateway = gateway.clone();
+        async move {
+            bookmesh_mesh_tests::http_request(&gateway, "GET", "/healthz", &[], "")
+                .await
+                .ok()
+                .filter(|(status, _)| *status == 200)
+        }
+    })
+    .await;
+
+    let (trace_id, browser_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let traceparent = format!("00-{trace_id}-{browser_span}-01");
+    let (status, body) = bookmesh_mesh_tests::http_request(
+        &gateway,
+        "POST",
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &[
+            ("content-type", "application/json"),
+            ("traceparent", &traceparent),
+        ],
+        "{}",
+    )
+    .await
+    .expect("call");
+    assert_eq!(status, 200, "{body}");
+
+    let expected = [
+        ("gateway", SERVER, "bookmesh.book.v1.BookService/ListBooks"),
+        ("gateway", CLIENT, "book/ListBooks"),
+        ("book", SERVER, "BookService/ListBooks"),
+    ];
+    let spans = spans_of(&receiver, trace_id, &expected).await;
+    let edge = find(&spans, "gateway", SERVER, "BookService/ListBooks");
+    assert_eq!(edge.parent, browser_span, "continues the browser's span");
+    let call = find(&spans, "gateway", CLIENT, "book/ListBooks");
+    assert_eq!(call.parent, edge.span_id);
+    assert_eq!(
+        find(&spans, "book", SERVER, "BookService/ListBooks").parent,
+        call.span_id
+    );
+    gateway_process.stop().await;
+    book_process.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

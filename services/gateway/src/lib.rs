@@ -270,6 +270,18 @@ impl Gateway {
         if method == Method::GET && !path.starts_with("/api/") && self.routes.get(path).is_none() {
             return self.console.serve(path).await;
         }
-        self.rpc(request).await
+        // A span per call that continues the browser's `traceparent` (or starts a trace):
+        // the calls to the services are its children, so the request is one trace end to end.
+        let name = self
+            .routes
+            .get(path)
+            .map_or("unknown", |route| route.span_name);
+        let traceparent = request
+            .headers()
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        bookmesh::service::in_http_server_span(name, traceparent.as_deref(), self.rpc(request))
+            .await
     }
 }

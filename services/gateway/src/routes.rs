@@ -25,6 +25,8 @@ pub struct Route {
     pub path: http::uri::PathAndQuery,
     /// The method's name, for the client stack's metrics (a closed set: the contracts').
     pub label: &'static str,
+    /// `package.Service/Method`, the name of the gateway's span of a call.
+    pub span_name: &'static str,
     pub idempotency: Idempotency,
     pub upstream: Arc<Upstream>,
 }
@@ -59,6 +61,8 @@ impl Routes {
                 let path = format!("/{service_name}/{}", method.name());
                 // Leaked once at start: one name per method of the contracts, for the process's life.
                 let label: &'static str = Box::leak(method.name().to_owned().into_boxed_str());
+                let span_name: &'static str =
+                    Box::leak(path.trim_start_matches('/').to_owned().into_boxed_str());
                 // Reads (and opening a watch) are safe to retry; a write is retried only when
                 // it never left (the client stack's rule for non-idempotent calls).
                 let idempotency = if ["Get", "List", "Watch"]
@@ -75,6 +79,7 @@ impl Routes {
                         .map_err(|error| format!("path {path}: {error}"))?,
                     method,
                     label,
+                    span_name,
                     idempotency,
                     upstream: upstream.clone(),
                 };
