@@ -36,23 +36,50 @@ struct Prepared<'a> {
 impl Gateway {
     /// Answers a call of a method, as JSON or as gRPC-Web after the request's content type.
     pub(crate) async fn rpc(&self, request: hyper::Request<Incoming>) -> Response {
+        // Media types are case-insensitive (RFC 9110).
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
-            .to_owned();
+            .to_ascii_lowercase();
         if let Some(encoding) = grpc_web::Encoding::of(&content_type) {
             return self.grpc_web(request, encoding).await;
         }
+        if self.routes.get(request.uri().path()).is_some() && request.method() != Method::POST {
+            let mut response = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "unimplemented",
+                "methods are called with POST",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+            return response;
+        }
         let json = content_type.split(';').next().map(str::trim) == Some("application/json");
-        let answer = if json {
-            self.unary_json(request).await
-        } else {
-            Err(Status::invalid_argument(
+        if !json {
+            // The Connect protocol's answer to a codec the server does not speak.
+            let mut response = reply::error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unimplemented",
                 "content-type must be application/json, or application/grpc-web(+proto) or \
                  application/grpc-web-text(+proto)",
+            );
+            response.headers_mut().insert(
+                http::HeaderName::from_static("accept-post"),
+                http::HeaderValue::from_static(
+                    "application/json, application/grpc-web+proto, application/grpc-web-text+proto",
+                ),
+            );
+            return response;
+        }
+        let answer = if compressed(&request, header::CONTENT_ENCODING.as_str()) {
+            Err(Status::unimplemented(
+                "compressed requests are not accepted (content-encoding: identity only)",
             ))
+        } else {
+            self.unary_json(request).await
         };
         match answer {
             Ok(json) => reply::json(StatusCode::OK, json),
@@ -94,6 +121,12 @@ impl Gateway {
         request: hyper::Request<Incoming>,
         encoding: grpc_web::Encoding,
     ) -> Response {
+        if compressed(&request, "grpc-encoding") {
+            return grpc_web_error(
+                &Status::unimplemented("compressed messages are not accepted"),
+                encoding,
+            );
+        }
         let prepared = self
             .prepare(request, |route, body| {
                 let message = grpc_web::decode_request(body, encoding)?;
@@ -299,6 +332,15 @@ async fn pump(
             &status, encoding,
         )))))
         .await;
+}
+
+/// Whether the request's `header` names a compression other than `identity`: the gateway
+/// would otherwise read compressed bytes as a message.
+fn compressed(request: &hyper::Request<Incoming>, header: &str) -> bool {
+    request
+        .headers()
+        .get(header)
+        .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 /// A header to pass on to the services, if the caller sent it: `Err` when it is not ASCII or

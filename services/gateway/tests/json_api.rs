@@ -161,7 +161,7 @@ async fn errors_keep_their_grpc_code_and_details() {
             "{path}"
         );
     }
-    // Not JSON: refused.
+    // Not JSON: 415, as the Connect protocol answers a codec the server does not speak.
     let (status, _) = http(
         &mesh.gateway,
         "POST",
@@ -170,7 +170,42 @@ async fn errors_keep_their_grpc_code_and_details() {
         "{}",
     )
     .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 415);
+    // Media types are case-insensitive; a compressed body is refused, not misread.
+    let (status, _) = http(
+        &mesh.gateway,
+        "POST",
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &[("content-type", "Application/JSON; charset=utf-8")],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, error) = http(
+        &mesh.gateway,
+        "POST",
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (501, Some("unimplemented"))
+    );
+    // A method is called with POST.
+    let (status, _) = http(
+        &mesh.gateway,
+        "GET",
+        "/bookmesh.book.v1.BookService/ListBooks",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 405);
     // A token too large to be one: refused here, before it could upset the services.
     let huge = format!("Bearer {}", "A".repeat(9000));
     let (status, error) = http(
