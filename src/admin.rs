@@ -25,6 +25,8 @@ use crate::readiness::Readiness;
 
 /// Largest fault settings body accepted.
 const MAX_BODY_BYTES: usize = 4096;
+/// How long a fault's settings may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the admin endpoints answer from.
 #[derive(Clone)]
@@ -119,15 +121,25 @@ impl Admin {
             return refusal;
         }
         let outcome = if method == Method::PUT {
-            let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await
+            // Within a bound: a client that trickles its body must not hold a connection
+            // (and a task) of the admin port for ever.
+            let body = match tokio::time::timeout(
+                BODY_TIMEOUT,
+                Limited::new(request.into_body(), MAX_BODY_BYTES).collect(),
+            )
+            .await
             {
-                Ok(body) => body.to_bytes(),
-                Err(_) => {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(_)) => {
                     return problem(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         &format!("fault settings are at most {MAX_BODY_BYTES} bytes"),
+                    );
+                }
+                Err(_) => {
+                    return problem(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the fault settings did not arrive within 5 s",
                     );
                 }
             };
