@@ -30,6 +30,12 @@ pub mod member {
     }
 }
 
+pub mod notification {
+    pub mod v1 {
+        tonic::include_proto!("bookmesh.notification.v1");
+    }
+}
+
 pub mod rental {
     pub mod v1 {
         tonic::include_proto!("bookmesh.rental.v1");

@@ -236,7 +236,11 @@ impl pb::rental_service_server::RentalService for RentalApi {
         let (card, _marked) = self
             .store
             .update(member_id, false, |card| {
-                card.mark_overdue(book_id, bookmesh::db::now())
+                // A repeat that changes nothing (the book is overdue already) publishes no
+                // second ItemOverdue: the member is told once.
+                let before = card.clone();
+                let change = card.mark_overdue(book_id, bookmesh::db::now())?;
+                Ok((*card != before).then_some(change))
             })
             .await?;
         tracing::info!(%member_id, %book_id, "item marked overdue");

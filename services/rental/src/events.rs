@@ -9,12 +9,14 @@
 //! | `ReturnStarted` | `ItemReturned` | book takes the copy back; member awards points |
 //! | `ReturnCanceled` | `ReturnCanceled` | member takes the points back |
 //! | `OverdueCleared` | `OverdueCleared` | member deducts the late fee's points |
+//! | `MarkedOverdue` | `ItemOverdue` | notification tells the member their card is suspended |
 //!
 //! What the rental service consumes is in `saga.rs`.
 
 use bookmesh::events::NewEvent;
 use bookmesh::proto::rental::v1::{
-    ItemRented, ItemReturned, OverdueCleared, RentCanceled, RentConfirmed, ReturnCanceled,
+    ItemOverdue, ItemRented, ItemReturned, OverdueCleared, RentCanceled, RentConfirmed,
+    ReturnCanceled,
 };
 use bookmesh::proto::timestamp;
 use uuid::Uuid;
@@ -43,6 +45,7 @@ pub fn published(member_id: Uuid, change: &Change) -> Option<NewEvent> {
                 book_id: item.book_id.to_string(),
                 item_id: item.item_id.to_string(),
                 title: item.title.clone(),
+                due_at: Some(timestamp(item.due_at)),
             },
         ),
         Change::RentCanceled(item) => NewEvent::new(
@@ -52,6 +55,7 @@ pub fn published(member_id: Uuid, change: &Change) -> Option<NewEvent> {
                 book_id: item.book_id.to_string(),
                 item_id: item.item_id.to_string(),
                 reason: item.cancel_reason.clone().unwrap_or_default(),
+                title: item.title.clone(),
             },
         ),
         Change::ReturnStarted(item) => NewEvent::new(
@@ -61,6 +65,7 @@ pub fn published(member_id: Uuid, change: &Change) -> Option<NewEvent> {
                 book_id: item.book_id.to_string(),
                 item_id: item.item_id.to_string(),
                 late_fee: item.late_fee,
+                title: item.title.clone(),
             },
         ),
         Change::ReturnCanceled { item, reason } => NewEvent::new(
@@ -79,8 +84,17 @@ pub fn published(member_id: Uuid, change: &Change) -> Option<NewEvent> {
                 points: *points,
             },
         ),
+        Change::MarkedOverdue(item) => NewEvent::new(
+            member_id,
+            &ItemOverdue {
+                member_id: member,
+                book_id: item.book_id.to_string(),
+                item_id: item.item_id.to_string(),
+                title: item.title.clone(),
+                due_at: Some(timestamp(item.due_at)),
+            },
+        ),
         Change::ReturnConfirmed(_)
-        | Change::MarkedOverdue(_)
         | Change::LateFeePaid { .. }
         | Change::LateFeeRestored { .. } => {
             return None;
@@ -106,7 +120,8 @@ mod tests {
         assert_eq!(event.aggregate_id, member.to_string());
         let item = rented.item().expect("item").clone();
         assert!(published(member, &Change::ReturnConfirmed(item.clone())).is_none());
-        assert!(published(member, &Change::MarkedOverdue(item)).is_none());
+        let overdue = published(member, &Change::MarkedOverdue(item)).expect("event");
+        assert_eq!(overdue.event_type, ItemOverdue::full_name());
         assert!(published(member, &Change::LateFeeRestored { points: 10 }).is_none());
         let cleared = published(member, &Change::OverdueCleared { points: 10 }).expect("event");
         assert_eq!(cleared.event_type, OverdueCleared::full_name());
