@@ -8,7 +8,8 @@ use bookmesh::client::UpstreamConfig;
 use bookmesh::config::{ClientArgs, IdentityArgs, LogFormat, parse_duration};
 use clap::Parser;
 
-/// gateway-service: every public RPC of book, member, rental and bestbook as JSON over HTTP.
+/// gateway-service: every public RPC of book, member, rental, bestbook and notification as JSON
+/// over HTTP and gRPC-Web, and the console.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct Config {
@@ -51,6 +52,15 @@ pub struct Config {
         default_value = "http://127.0.0.1:50054"
     )]
     pub bestbook_endpoints: Vec<String>,
+
+    /// Notification service endpoints, comma-separated.
+    #[arg(
+        long,
+        env = "BOOKMESH_NOTIFICATION_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50055"
+    )]
+    pub notification_endpoints: Vec<String>,
 
     /// Most connections open at once; a new one past it is closed at once.
     #[arg(long, env = "BOOKMESH_MAX_CONNECTIONS", default_value_t = 1024)]
@@ -108,16 +118,20 @@ impl Config {
         config.member_endpoints = vec![member.to_owned()];
         config.rental_endpoints = vec![rental.to_owned()];
         config.bestbook_endpoints = vec![bestbook.to_owned()];
+        // No notification service in these tests: a port nothing listens on.
+        config.notification_endpoints = vec!["http://127.0.0.1:1".to_owned()];
         config.identity.insecure_plaintext = true;
         config
     }
 
-    /// The upstream serving `service` (`book`, `member`, `rental`, `bestbook`).
+    /// The upstream serving `service` (`book`, `member`, `rental`, `bestbook`,
+    /// `notification`).
     pub fn upstream(&self, service: &str) -> Result<UpstreamConfig, String> {
         let endpoints = match service {
             "book" => &self.book_endpoints,
             "member" => &self.member_endpoints,
             "rental" => &self.rental_endpoints,
+            "notification" => &self.notification_endpoints,
             _ => &self.bestbook_endpoints,
         };
         UpstreamConfig::from_args(&self.client, service, endpoints.clone())

@@ -10,11 +10,15 @@ use prost_reflect::{DescriptorPool, MethodDescriptor};
 
 /// The services the gateway exposes, and the upstream (the workload) that serves each. The
 /// event feed and dead letters stay inside the mesh.
-pub const PUBLIC_SERVICES: [(&str, &str); 4] = [
+pub const PUBLIC_SERVICES: [(&str, &str); 5] = [
     ("bookmesh.book.v1.BookService", "book"),
     ("bookmesh.member.v1.MemberService", "member"),
     ("bookmesh.rental.v1.RentalService", "rental"),
     ("bookmesh.bestbook.v1.BestBookService", "bestbook"),
+    (
+        "bookmesh.notification.v1.NotificationService",
+        "notification",
+    ),
 ];
 
 /// One method the gateway serves.

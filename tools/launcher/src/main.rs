@@ -49,11 +49,18 @@ struct Args {
     #[arg(long, default_value = "25")]
     stop_timeout_secs: u64,
 
+    /// Do not start the notification service (Python), even when its environment is ready.
+    #[arg(long)]
+    without_notification: bool,
+
     /// The local PKI (`--pki-dir`, created if missing) and the launcher's own identity for its
     /// health checks.
     #[command(flatten)]
     identity: IdentityArgs,
 }
+
+/// The repository the launcher was built from: where the notification service's script is.
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// Every workload the local PKI issues a certificate to: the services, the tools, the
 /// launcher's health checks, and the Python feed consumer example.
@@ -67,22 +74,30 @@ const WORKLOADS: &[&str] = &[
     "launcher",
     "python-consumer",
     "gateway",
+    "notification",
 ];
 
-/// One service of the mesh: binary, port, gRPC service name (empty for the gateway, which
-/// speaks HTTP and answers `GET /healthz`), log colour.
+/// One service of the mesh: binary (or, for a service in another language, a script of the
+/// repository), port, gRPC service name (empty for the gateway, which speaks HTTP and answers
+/// `GET /healthz`), log colour.
 struct ServiceSpec {
     name: &'static str,
     binary: &'static str,
+    script: Option<&'static str>,
     port: u16,
     grpc_service: &'static str,
     colour: &'static str,
 }
 
-const SERVICES: [ServiceSpec; 5] = [
+/// The notification service's environment (`make notification` prepares it): without it, or
+/// without Python, the mesh starts without that service.
+const NOTIFICATION_VENV_PYTHON: &str = ".tools/notification-venv/bin/python";
+
+const SERVICES: [ServiceSpec; 6] = [
     ServiceSpec {
         name: "book",
         binary: "book-service",
+        script: None,
         port: 50051,
         grpc_service: "bookmesh.book.v1.BookService",
         colour: "\x1b[36m",
@@ -90,6 +105,7 @@ const SERVICES: [ServiceSpec; 5] = [
     ServiceSpec {
         name: "member",
         binary: "member-service",
+        script: None,
         port: 50052,
         grpc_service: "bookmesh.member.v1.MemberService",
         colour: "\x1b[35m",
@@ -97,6 +113,7 @@ const SERVICES: [ServiceSpec; 5] = [
     ServiceSpec {
         name: "rental",
         binary: "rental-service",
+        script: None,
         port: 50053,
         grpc_service: "bookmesh.rental.v1.RentalService",
         colour: "\x1b[33m",
@@ -104,6 +121,7 @@ const SERVICES: [ServiceSpec; 5] = [
     ServiceSpec {
         name: "bestbook",
         binary: "bestbook-service",
+        script: None,
         port: 50054,
         grpc_service: "bookmesh.bestbook.v1.BestBookService",
         colour: "\x1b[32m",
@@ -112,9 +130,19 @@ const SERVICES: [ServiceSpec; 5] = [
     ServiceSpec {
         name: "gateway",
         binary: "gateway-service",
+        script: None,
         port: 8080,
         grpc_service: "",
         colour: "\x1b[34m",
+    },
+    // Written in Python: the polyglot example (services/notification).
+    ServiceSpec {
+        name: "notification",
+        binary: "",
+        script: Some("services/notification/run.sh"),
+        port: 50055,
+        grpc_service: "bookmesh.notification.v1.NotificationService",
+        colour: "\x1b[91m",
     },
 ];
 
@@ -153,9 +181,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let identity = Identity::from_args(&args.identity, "launcher")?;
 
+    let with_notification = !args.without_notification && notification_ready();
     let mut running = Vec::new();
-    for spec in &SERVICES {
-        match start(spec, &bin_dir, &args) {
+    for spec in SERVICES
+        .iter()
+        .filter(|spec| with_notification || spec.script.is_none())
+    {
+        match start(spec, &bin_dir, &args, with_notification) {
             Ok(child) => running.push(Running { spec, child }),
             Err(error) => {
                 stop_all(&mut running, Duration::from_secs(args.stop_timeout_secs)).await;
@@ -173,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
         stop_all(&mut running, Duration::from_secs(args.stop_timeout_secs)).await;
         return Err(error);
     }
-    print_banner(&args.host, &args.identity);
+    print_banner(&args.host, &args.identity, with_notification);
 
     // Run until asked to stop, or until a service dies on its own (then stop the rest: a
     // half-running mesh only confuses).
@@ -194,12 +226,42 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the notification service can start: Python and its environment are there.
+fn notification_ready() -> bool {
+    let python = std::path::Path::new(REPOSITORY).join(NOTIFICATION_VENV_PYTHON);
+    if python.exists() {
+        return true;
+    }
+    let has_python = std::process::Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if has_python {
+        eprintln!(
+            "launcher: the notification service's environment is not prepared \
+             (`make notification`); starting without it"
+        );
+    } else {
+        eprintln!(
+            "launcher: Python 3 not found: starting the Rust services without the \
+             notification service (services/notification needs Python 3.11)"
+        );
+    }
+    false
+}
+
 fn start(
     spec: &'static ServiceSpec,
     bin_dir: &std::path::Path,
     args: &Args,
+    with_notification: bool,
 ) -> anyhow::Result<Child> {
-    let binary = bin_dir.join(spec.binary);
+    let binary = match spec.script {
+        Some(script) => std::path::Path::new(REPOSITORY).join(script),
+        None => bin_dir.join(spec.binary),
+    };
     if !binary.exists() {
         bail!(
             "{} not found; build it first (`cargo build --workspace --bins` or `make run`)",
@@ -238,12 +300,17 @@ fn start(
             "BOOKMESH_BOOK_ENDPOINTS",
             format!("http://{}:{}", args.host, SERVICES[0].port),
         )
+        .env(
+            "BOOKMESH_NOTIFICATION_ENDPOINTS",
+            format!("http://{}:{}", args.host, SERVICES[5].port),
+        )
         // The gateway's mesh view and fault switches read the services' admin ports.
         .env(
             "BOOKMESH_ADMIN_TARGETS",
             SERVICES
                 .iter()
                 .filter(|service| !service.grpc_service.is_empty())
+                .filter(|service| with_notification || service.script.is_none())
                 .map(|service| format!("{}={}:{}", service.name, args.host, service.port + 1000))
                 .collect::<Vec<_>>()
                 .join(","),
@@ -391,11 +458,15 @@ fn absolute(path: &std::path::Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_owned())
 }
 
-fn print_banner(host: &str, identity: &IdentityArgs) {
+fn print_banner(host: &str, identity: &IdentityArgs, with_notification: bool) {
     println!();
     println!("bookmesh is up: every service reports SERVING.");
     println!();
-    for spec in SERVICES.iter().filter(|spec| !spec.grpc_service.is_empty()) {
+    for spec in SERVICES
+        .iter()
+        .filter(|spec| !spec.grpc_service.is_empty())
+        .filter(|spec| with_notification || spec.script.is_none())
+    {
         println!(
             "  {:<9} {host}:{}  {:<38} (metrics: http://{host}:{}/metrics)",
             spec.name,
