@@ -163,7 +163,8 @@ PLATFORMS ?=
 IMAGE_OUTPUT ?= --load
 # Every image, as name:binary. The manifests use $(IMAGE_REPOSITORY)/<name>; the kind overlay
 # tags them `dev`.
-IMAGES := book:book-service member:member-service rental:rental-service bestbook:bestbook-service loadgen:loadgen
+IMAGES := book:book-service member:member-service rental:rental-service bestbook:bestbook-service \
+  gateway:gateway-service loadgen:loadgen
 K8S_ENV = KUBECTL=$(KUBECTL) KIND=$(KIND) DOCKER=$(DOCKER) KIND_CLUSTER=$(KIND_CLUSTER) \
   IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) IMAGE_TAG=$(IMAGE_TAG) IMAGES="$(IMAGES)"
 
@@ -176,7 +177,7 @@ image-list: ## Print the image each binary ships in (image=binary)
 	@for image in $(IMAGES); do echo "$(IMAGE_REPOSITORY)/$${image%%:*}:$(IMAGE_TAG)=$${image#*:}"; done
 
 .PHONY: kind-up
-kind-up: ## Create the kind cluster, install metrics-server, build and load the images, deploy, wait
+kind-up: ## Create the kind cluster, install metrics-server, build and load the images, deploy, wait; the console at http://localhost:8080
 	$(K8S_ENV) scripts/kind-up.sh
 
 .PHONY: kind-down

@@ -41,6 +41,9 @@ for kustomization in overlays/kind overlays/production hpa-demo; do
   echo "ok - k8s/$kustomization renders and validates strictly against Kubernetes ${versions// /, }"
 done
 
+# The kind cluster's own configuration (the gateway's port mapping), for the same checks.
+to_json k8s/kind/cluster.yaml "$out/kind-cluster.json"
+
 images=$(make -s --no-print-directory image-list)
 # The broker's permissions are checked on a real nats-server (from PyPI, like the linters).
 export BOOKMESH_NATS_SERVER=$PWD/$tools/k8s/bin/nats-server
@@ -73,6 +76,7 @@ expect_failure() {
   done
   "$kubectl" kustomize "$work/k8s/overlays/kind" >"$work/out/kind.yaml"
   to_json "$work/out/kind.yaml" "$work/out/kind.json"
+  to_json "$work/k8s/kind/cluster.yaml" "$work/out/kind-cluster.json"
   if BOOKMESH_K8S_RENDERED=$work/out BOOKMESH_IMAGES="$images" "$cargo" test --quiet \
     -p bookmesh-mesh-tests --test k8s_manifests -- --ignored --exact "$test" >"$work/log" 2>&1; then
     echo "self-test failed: $test passed although $what" >&2
@@ -119,3 +123,19 @@ expect_failure "the network keeps out loadgen, whom the policy lets rent" \
   base/rental/network-policy.yaml '0,/app.kubernetes.io\/name: loadgen$/s//app.kubernetes.io\/name: nobody/'
 expect_failure "a container may escalate privileges" pod_security::every_pod_meets_the_restricted_pod_security_standard \
   base/nats/nats.yaml 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/'
+expect_failure "the gateway cannot reach book's admin port" \
+  network_policies::the_gateway_reaches_every_service_and_only_it_reaches_their_admin_ports \
+  base/gateway/network-policy.yaml '0,/port: 9090$/s//port: 9091/'
+expect_failure "book may reach rental's admin port" \
+  network_policies::the_gateway_reaches_every_service_and_only_it_reaches_their_admin_ports \
+  base/book/network-policy.yaml 's/^  egress:$/  egress:\n    - to:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io\/name: rental\n      ports:\n        - protocol: TCP\n          port: 9090/' \
+  base/rental/network-policy.yaml 's/^              app.kubernetes.io\/name: gateway$/              app.kubernetes.io\/name: gateway\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io\/name: book/'
+expect_failure "the gateway turns the development sign-in on" \
+  configuration::the_gateway_has_no_development_sign_in_and_names_every_service_by_its_headless_service \
+  base/gateway/config.env 's/^BOOKMESH_LOG_FORMAT=json$/BOOKMESH_LOG_FORMAT=json\nBOOKMESH_DEV_SIGN_IN=true/'
+expect_failure "the gateway reads the admin ports through the regular Service (one replica)" \
+  configuration::the_gateway_has_no_development_sign_in_and_names_every_service_by_its_headless_service \
+  base/gateway/config.env 's/member=member-headless.bookmesh/member=member.bookmesh/'
+expect_failure "the network keeps out the gateway, through which users read the best-sellers" \
+  identities::the_workloads_the_policy_lets_call_are_the_ones_the_network_lets_through \
+  base/bestbook/network-policy.yaml 's/app.kubernetes.io\/name: gateway$/app.kubernetes.io\/name: nobody/'

@@ -29,3 +29,6 @@ echo "==> bookmesh is up. From the host: make port-forward, then"
 # shellcheck disable=SC2016
 echo '    kubectl -n bookmesh get secret bookmesh-ca -o jsonpath="{.data.ca\.crt}" | base64 -d > kind-ca.crt'
 echo "    grpcurl -cacert kind-ca.crt localhost:50053 list"
+if [[ $overlay == kind ]]; then
+  echo "==> the console (the gateway's NodePort 30080): http://localhost:8080"
+fi

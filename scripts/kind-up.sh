@@ -6,6 +6,7 @@
 #   4. the images (make images) and `kind load` onto the nodes,
 #   5. the development token key (data/pki/jwt.pub, made if missing) as the Secret
 #      `token-keys`, and the kind overlay, waiting until everything is available.
+# The cluster publishes the gateway's NodePort (30080) on localhost:8080: the console.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,12 @@ done
 step "1/5 kind cluster '$cluster'"
 if "$kind" get clusters | grep -qx "$cluster"; then
   echo "exists; reusing it"
+  # Port mappings are fixed when a cluster is created: one made before the gateway's has none.
+  if ! "$docker" port "$cluster-control-plane" 30080/tcp >/dev/null 2>&1; then
+    echo "warning: this cluster does not publish the gateway on localhost:8080 (it was created" \
+      "before k8s/kind/cluster.yaml mapped NodePort 30080); make kind-down and make kind-up" \
+      "recreate it, or: kubectl -n bookmesh port-forward svc/gateway 8080" >&2
+  fi
 else
   "$kind" create cluster --name "$cluster" --config k8s/kind/cluster.yaml --wait 180s
 fi

@@ -2,15 +2,17 @@
 
 use serde_json::Value;
 
-use crate::helpers::{OVERLAYS, cluster, of_kind, selector_matches, services};
+use crate::helpers::{OVERLAYS, cluster, of_kind, selector_matches, services, the_gateway};
 
 #[test]
 #[ignore = "needs the rendered manifests: make check-k8s"]
 fn every_service_scales_on_cpu_between_two_and_more_replicas() {
     for overlay in OVERLAYS {
         let objects = cluster(overlay);
-        let deployments = services(&objects);
+        let mut deployments = services(&objects);
         assert_eq!(deployments.len(), 4, "{overlay}: four service Deployments");
+        // The gateway scales the same way: it is as stateless as they are.
+        deployments.push(the_gateway(&objects, overlay));
         for deployment in &deployments {
             let id = format!("{overlay}: {}", deployment.id());
             assert!(

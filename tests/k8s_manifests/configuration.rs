@@ -2,7 +2,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::helpers::{OVERLAYS, binary_of, cluster, container_env, workloads};
+use serde_json::Value;
+
+use crate::helpers::{
+    OVERLAYS, binary_of, cluster, container_env, name, of_kind, port_number, service_selects,
+    the_gateway, workloads,
+};
 
 fn help_text(binary: &str) -> String {
     let output = std::process::Command::new(bookmesh_mesh_tests::binary(binary))
@@ -77,6 +82,117 @@ fn every_environment_variable_is_one_the_binary_reads() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The gateway in a cluster: never the development sign-in (anyone reaching it could sign
+/// tokens for any role), each service called through its headless Service at its gRPC port,
+/// each service's admin port reached through the same headless name, so that every replica
+/// appears in the console's mesh view.
+#[test]
+#[ignore = "needs the rendered manifests: make check-k8s"]
+fn the_gateway_has_no_development_sign_in_and_names_every_service_by_its_headless_service() {
+    for overlay in OVERLAYS {
+        let objects = cluster(overlay);
+        let gateway = the_gateway(&objects, overlay);
+        let id = format!("{overlay}: {}", gateway.id());
+        let container = &gateway.containers()[0];
+        let env = container_env(&objects, container, "pod-0");
+        assert!(
+            env.get("BOOKMESH_DEV_SIGN_IN")
+                .is_none_or(|v| v.is_empty() || v == "false"),
+            "{id}: the development sign-in is on"
+        );
+        assert!(
+            !container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a.as_str().is_some_and(|a| a.starts_with("--dev-sign-in"))),
+            "{id}: the development sign-in is on (args)"
+        );
+        let all = workloads(&objects);
+        // The headless Service selecting `service`'s pods, and the Service port leading to its
+        // container port `port_name`, for a `host:port` the gateway is configured with.
+        let leads_to = |address: &str, service: &str, port_name: &str| -> bool {
+            let Some((host, port)) = address.rsplit_once(':') else {
+                return false;
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                return false;
+            };
+            let short = host.split('.').next().unwrap_or_default();
+            let Some(workload) = all
+                .iter()
+                .find(|w| w.kind == "Deployment" && w.name == service)
+            else {
+                return false;
+            };
+            let Some(container_port) = workload.port_named(port_name) else {
+                return false;
+            };
+            of_kind(&objects, "Service").into_iter().any(|s| {
+                name(s) == short
+                    && host.ends_with(".svc.cluster.local")
+                    && s["spec"]["clusterIP"] == "None"
+                    && service_selects(s, workload)
+                    && s["spec"]["ports"].as_array().is_some_and(|ports| {
+                        ports.iter().any(|p| {
+                            port_number(&p["port"]) == port
+                                && match &p["targetPort"] {
+                                    Value::String(n) => n == port_name,
+                                    Value::Number(_) => {
+                                        port_number(&p["targetPort"]) == container_port
+                                    }
+                                    _ => port == container_port,
+                                }
+                        })
+                    })
+            })
+        };
+        let admin_targets: Vec<(String, String)> = env
+            .get("BOOKMESH_ADMIN_TARGETS")
+            .unwrap_or_else(|| panic!("{id}: BOOKMESH_ADMIN_TARGETS"))
+            .split(',')
+            .filter(|entry| !entry.trim().is_empty())
+            .map(|entry| {
+                let (service, address) = entry
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{id}: admin target {entry:?}"));
+                (service.trim().to_owned(), address.trim().to_owned())
+            })
+            .collect();
+        let mut named: Vec<&str> = admin_targets.iter().map(|(s, _)| s.as_str()).collect();
+        named.sort_unstable();
+        assert_eq!(
+            named,
+            ["bestbook", "book", "member", "rental"],
+            "{id}: an admin target per service"
+        );
+        for service in ["book", "member", "rental", "bestbook"] {
+            let key = format!("BOOKMESH_{}_ENDPOINTS", service.to_uppercase());
+            let endpoints = env
+                .get(&key)
+                .unwrap_or_else(|| panic!("{id}: {key} (the default is loopback)"));
+            for endpoint in endpoints.split(',') {
+                let address = endpoint
+                    .strip_prefix("http://")
+                    .unwrap_or_else(|| panic!("{id}: {key}={endpoint}: http://host:port"));
+                assert!(
+                    leads_to(address, service, "grpc"),
+                    "{id}: {key}={endpoint} is not {service}'s headless Service at its gRPC port"
+                );
+            }
+            let (_, address) = admin_targets
+                .iter()
+                .find(|(s, _)| s == service)
+                .expect("named");
+            assert!(
+                leads_to(address, service, "admin"),
+                "{id}: admin target {service}={address} is not {service}'s headless Service \
+                 at its admin port"
+            );
         }
     }
 }

@@ -1,16 +1,18 @@
-//! Each service binary started exactly as its Deployment starts it.
+//! Each service binary started exactly as its Deployment starts it, and the gateway too, which
+//! must then reach each service through the addresses its ConfigMap names, with mTLS as the
+//! `gateway` workload, forwarding a user's token.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bookmesh::testing::{Engine, TestDatabase, TestPki, connect_tls};
-use bookmesh_mesh_tests::{ServiceProcess, http_get};
+use bookmesh::testing::{Engine, NAMESPACE, TRUST_DOMAIN, TestDatabase, TestPki, connect_tls};
+use bookmesh_mesh_tests::{ServiceProcess, http_get, http_request};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{binary_of, cluster, container_env, services, url_hosts};
+use crate::helpers::{binary_of, cluster, container_env, services, the_gateway, url_hosts};
 
 /// Rewrites a cluster URL to the local server of the same kind, as the entrypoint test runs
 /// where the cluster's databases and broker do not exist.
@@ -45,7 +47,18 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
     }
     let hosts = tempfile_path("hosts");
     let pki = TestPki::new();
+    // The test PKI issues the mesh's workloads; the gateway's certificate is added the same way.
+    bookmesh::identity::pki::ensure_local(pki.dir(), TRUST_DOMAIN, NAMESPACE, &["gateway"])
+        .expect("the gateway's certificate");
     let probe = pki.credentials("check");
+    let librarian = format!(
+        "Bearer {}",
+        bookmesh::testing::test_token(&pki, "librarian-k8s", &["librarian"], 600)
+    );
+    // The gateway first: it starts without its upstreams (it connects lazily) and must reach
+    // each service once that one serves.
+    let gateway_hosts = tempfile_path("gateway-hosts");
+    let gateway = start_gateway(&objects, &pki, &gateway_hosts).await;
     for deployment in services(&objects) {
         let container = &deployment.containers()[0];
         let pod_name = format!("{}-7c9f8d6b5-x2x9q", deployment.name);
@@ -90,18 +103,9 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
         env.insert("BOOKMESH_DATA_DIR".into(), data_dir.display().to_string());
         env.insert("BOOKMESH_LOG_FORMAT".into(), "json".into());
         // The identity Secret cert-manager mounts, and the token keys, are a local PKI's files.
-        let mounted =
-            |key: &str, file: &str, env: &mut std::collections::BTreeMap<String, String>| {
-                let value = env
-                    .get(key)
-                    .cloned()
-                    .unwrap_or_else(|| panic!("{key} is set"));
-                assert!(
-                    value.starts_with("/var/run/bookmesh/"),
-                    "{key}={value}: read from a mounted Secret"
-                );
-                env.insert(key.into(), pki.dir().join(file).display().to_string());
-            };
+        let mounted = |key: &str, file: &str, env: &mut BTreeMap<String, String>| {
+            mount(&pki, key, file, env);
+        };
         let workload = deployment.spec["serviceAccountName"]
             .as_str()
             .expect("a ServiceAccount")
@@ -168,11 +172,176 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
             },
         )
         .await;
+        // A user's call through the gateway, as the console makes it: the gateway's endpoint
+        // for this service, its mTLS identity, the token forwarded; the answer is the
+        // service's own (not UNAVAILABLE from a gateway that cannot reach it).
+        gateway
+            .call_through(&deployment.name, &librarian, &process)
+            .await;
         // Killed rather than stopped: a graceful stop would sit out the 15 s drain delay.
         process.crash().await;
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     let _ = std::fs::remove_file(&hosts);
+    gateway.stop().await;
+    let _ = std::fs::remove_file(&gateway_hosts);
+}
+
+/// Replaces a mounted Secret's file in `env` with the test PKI's `file`.
+fn mount(pki: &TestPki, key: &str, file: &str, env: &mut BTreeMap<String, String>) {
+    let value = env
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("{key} is set"));
+    assert!(
+        value.starts_with("/var/run/bookmesh/"),
+        "{key}={value}: read from a mounted Secret"
+    );
+    env.insert(key.into(), pki.dir().join(file).display().to_string());
+}
+
+/// gateway-service running as its Deployment starts it.
+struct RunningGateway {
+    process: ServiceProcess,
+    address: String,
+    /// What the Deployment gives the kubelet to stop it: the preStop wait happens before
+    /// SIGTERM, so the process itself has the rest of the grace period.
+    stop_within: Duration,
+}
+
+/// Starts gateway-service with exactly its Deployment's environment (ConfigMap resolved), except
+/// that its identity files are the test PKI's and the cluster names of its upstreams resolve to
+/// loopback; waits for `/healthz` on its container port, as the kubelet's probes ask.
+async fn start_gateway(
+    objects: &[serde_json::Value],
+    pki: &TestPki,
+    hosts: &std::path::Path,
+) -> RunningGateway {
+    let deployment = the_gateway(objects, "kind");
+    let container = &deployment.containers()[0];
+    let mut env = container_env(objects, container, "gateway-5d8c7b9f4-k2x7p");
+    assert!(
+        !env.contains_key("BOOKMESH_DEV_SIGN_IN"),
+        "the gateway's Deployment turns the development sign-in on"
+    );
+    let workload = deployment.spec["serviceAccountName"]
+        .as_str()
+        .expect("a ServiceAccount")
+        .to_owned();
+    mount(
+        pki,
+        "BOOKMESH_TLS_CERT",
+        &format!("{workload}.crt"),
+        &mut env,
+    );
+    mount(
+        pki,
+        "BOOKMESH_TLS_KEY",
+        &format!("{workload}.key"),
+        &mut env,
+    );
+    mount(pki, "BOOKMESH_TLS_CA", "ca.crt", &mut env);
+    let names: BTreeSet<String> = url_hosts(&env)
+        .into_iter()
+        .filter(|h| h.ends_with(".svc.cluster.local"))
+        .collect();
+    let hosts_text: String = names.iter().map(|n| format!("127.0.0.1 {n}\n")).collect();
+    std::fs::write(hosts, hosts_text).expect("hosts file");
+    env.insert("BOOKMESH_HOSTS_FILE".into(), hosts.display().to_string());
+
+    let binary = binary_of(container);
+    let http = deployment.port_named("http").expect("http port");
+    if let Err(error) = std::net::TcpListener::bind(("0.0.0.0", http)) {
+        panic!("port {http} is taken ({error}): stop whatever listens there (make run?)");
+    }
+    let vars: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let process = ServiceProcess::spawn_with_only("gateway", &binary, &vars);
+    let address = format!("127.0.0.1:{http}");
+    let healthy = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if matches!(http_get(&address, "/healthz").await, Ok((200, _))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    if healthy.is_err() {
+        panic!(
+            "{} never answered /healthz on port {http}; its output:\n{}",
+            deployment.id(),
+            process.lines().join("\n")
+        );
+    }
+    let grace = deployment.spec["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    let wait = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap_or(0);
+    RunningGateway {
+        process,
+        address,
+        stop_within: Duration::from_secs(grace.saturating_sub(wait)),
+    }
+}
+
+impl RunningGateway {
+    /// One call of `service`'s API through the gateway as a librarian, retried until the
+    /// service's own answer comes back (the gateway re-resolves and reconnects on its own).
+    async fn call_through(&self, service: &str, token: &str, upstream: &ServiceProcess) {
+        let (method, body, expected) = match service {
+            "book" => ("bookmesh.book.v1.BookService/ListBooks", "{}", 200),
+            "member" => ("bookmesh.member.v1.MemberService/ListMembers", "{}", 200),
+            // An unknown member's history: the rental service's own NOT_FOUND.
+            "rental" => (
+                "bookmesh.rental.v1.RentalService/GetRentalHistory",
+                r#"{"member_id": "0190a4c2-0000-7000-8000-000000000001"}"#,
+                404,
+            ),
+            "bestbook" => (
+                "bookmesh.bestbook.v1.BestBookService/GetBestBooks",
+                "{}",
+                200,
+            ),
+            other => panic!("no call through the gateway for {other}"),
+        };
+        let path = format!("/{method}");
+        let headers = [
+            ("content-type", "application/json"),
+            ("authorization", token),
+        ];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        while tokio::time::Instant::now() < deadline {
+            let answer = http_request(&self.address, "POST", &path, &headers, body).await;
+            if let Ok((status, _)) = &answer
+                && *status == expected
+            {
+                return;
+            }
+            last = Some(answer);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "the gateway never got {service}'s answer to {method} (expected HTTP {expected}); \
+             last: {last:?}\ngateway output:\n{}\n{service} output:\n{}",
+            self.process.lines().join("\n"),
+            upstream.lines().join("\n")
+        );
+    }
+
+    /// SIGTERM, as the kubelet sends after the preStop wait: a clean exit within the rest of
+    /// the grace period.
+    async fn stop(mut self) {
+        let within = self.stop_within;
+        let (status, _) = self.process.stop_and_time(within).await;
+        assert!(
+            status.success(),
+            "the gateway exited with {status}; its output:\n{}",
+            self.process.lines().join("\n")
+        );
+    }
 }
 
 /// The health status `service` reports, asked over mTLS as the `check` workload.

@@ -23,6 +23,13 @@ fn rendered(name: &str) -> Vec<Value> {
     }
 }
 
+/// k8s/kind/cluster.yaml, the kind cluster `make kind-up` creates (one object).
+pub fn kind_cluster() -> Value {
+    let mut objects = rendered("kind-cluster");
+    assert_eq!(objects.len(), 1, "k8s/kind/cluster.yaml is one object");
+    objects.remove(0)
+}
+
 /// An overlay as a cluster would hold it, with the hpa-demo Job applied next to the kind one.
 pub fn cluster(overlay: &str) -> Vec<Value> {
     let mut objects = rendered(overlay);
@@ -143,6 +150,22 @@ pub fn services(objects: &[Value]) -> Vec<Workload<'_>> {
         .collect()
 }
 
+/// The gateway's Deployments (component `gateway`): the edge, HTTP for browsers, a gRPC client
+/// of every service; no gRPC port, no admin port, no database.
+pub fn gateways(objects: &[Value]) -> Vec<Workload<'_>> {
+    workloads(objects)
+        .into_iter()
+        .filter(|w| w.kind == "Deployment" && w.component() == "gateway")
+        .collect()
+}
+
+/// The one gateway Deployment of a render.
+pub fn the_gateway<'a>(objects: &'a [Value], overlay: &str) -> Workload<'a> {
+    let mut found = gateways(objects);
+    assert_eq!(found.len(), 1, "{overlay}: one gateway Deployment");
+    found.remove(0)
+}
+
 /// The environment a container starts with, as the kubelet would compute it: `envFrom`
 /// ConfigMaps first, then `env` (ConfigMap and Secret keys resolved, `$(VAR)` expanded, pod
 /// fields filled in). A Secret the overlay does not render (production) reads as
@@ -225,6 +248,39 @@ pub fn url_hosts(env: &BTreeMap<String, String>) -> BTreeSet<String> {
             host_port.split(':').next().unwrap_or_default().to_owned()
         })
         .collect()
+}
+
+/// The addresses an environment names: `(host, port)` of every URL
+/// (`scheme://[user@]host[:port]/...`, comma-separated lists too) and of every
+/// `name=host:port` entry (the gateway's `BOOKMESH_ADMIN_TARGETS`). The port is `None` where
+/// a URL gives none.
+pub fn named_addresses(env: &BTreeMap<String, String>) -> BTreeSet<(String, Option<u16>)> {
+    let mut addresses = BTreeSet::new();
+    for item in env.values().flat_map(|value| value.split(',')) {
+        let item = item.trim();
+        let authority = if let Some((_, rest)) = item.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            authority.rsplit('@').next().unwrap_or_default()
+        } else if let Some((name, address)) = item.split_once('=')
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && address.contains(':')
+        {
+            address
+        } else {
+            continue;
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().ok()),
+            None => (authority, None),
+        };
+        if !host.is_empty() {
+            addresses.insert((host.to_owned(), port));
+        }
+    }
+    addresses
 }
 
 /// A selector (`matchLabels` and `matchExpressions`) against a set of labels.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use bookmesh::auth::{Caller, Decision, Policy};
+use bookmesh::auth::{Caller, Claims, Decision, Policy};
 use serde_json::Value;
 
 use crate::helpers::{OVERLAYS, Workload, cluster, container_env, name, of_kind, workloads};
@@ -13,13 +13,17 @@ use crate::network_policies::{connection_allowed, peers};
 
 const SPIFFE_PREFIX: &str = "spiffe://bookmesh.local/ns/bookmesh/sa/";
 
-/// The workloads that speak gRPC: the services, and the load generator.
+/// The workloads that speak gRPC: the services, the gateway (a client of them all), and the
+/// load generator.
 fn grpc_workloads<'a>(objects: &'a [Value]) -> Vec<Workload<'a>> {
     workloads(objects)
         .into_iter()
-        .filter(|w| w.component() == "service" || w.name == "hpa-demo-loadgen")
+        .filter(|w| matches!(w.component(), "service" | "gateway") || w.name == "hpa-demo-loadgen")
         .collect()
 }
+
+/// The users' roles the policy knows; the gateway calls with the token of one of them.
+const ROLES: [&str; 3] = ["member", "librarian", "admin"];
 
 /// The workload's name in SPIFFE IDs and policies: its ServiceAccount, or its app name.
 fn workload_name(workload: &Workload<'_>) -> String {
@@ -51,6 +55,7 @@ fn every_workload_mounts_the_certificate_of_its_own_identity() {
             "{overlay}: the CA Issuer's Secret is a CA Certificate's"
         );
         let mut checked = 0;
+        let mut checked_gateway = false;
         for workload in grpc_workloads(&objects) {
             let id = format!("{overlay}: {}", workload.id());
             let me = workload_name(&workload);
@@ -124,9 +129,16 @@ fn every_workload_mounts_the_certificate_of_its_own_identity() {
             if workload.component() == "service" {
                 assert!(usages.contains("server auth"), "{id}: it serves");
             }
+            if workload.component() == "gateway" {
+                checked_gateway = true;
+            }
             checked += 1;
         }
-        assert!(checked >= 4, "{overlay}: checked {checked} workloads");
+        assert!(checked >= 5, "{overlay}: checked {checked} workloads");
+        assert!(
+            checked_gateway,
+            "{overlay}: the gateway's identity is checked"
+        );
     }
 }
 
@@ -193,13 +205,39 @@ fn the_workloads_the_policy_lets_call_are_the_ones_the_network_lets_through() {
                     workload: Some(workload_name(caller)),
                     user: None,
                 };
-                let allowed = served(&server_name)
+                let own_rights = served(&server_name)
                     .into_iter()
                     .filter(|service| uses_feeds || !service.ends_with("EventFeedService"))
                     .flat_map(methods)
                     .any(|method| {
                         policy.decide(&server_name, &method, &identity) == Decision::Allow
                     });
+                let allowed = if caller.component() == "gateway" {
+                    // The edge holds no rights of its own: it forwards users' tokens, and a
+                    // user may call the server's public API through it.
+                    assert!(
+                        !own_rights,
+                        "{overlay}: the gateway's own identity may call {server_name}: it \
+                         must hold no rights beyond its users'"
+                    );
+                    methods(served(&server_name)[0]).iter().any(|method| {
+                        ROLES.iter().any(|role| {
+                            let user = Caller {
+                                workload: Some(workload_name(caller)),
+                                user: Some(Claims {
+                                    subject: "0190a4c2-0000-7000-8000-000000000001".into(),
+                                    roles: vec![(*role).to_owned()],
+                                }),
+                            };
+                            matches!(
+                                policy.decide(&server_name, method, &user),
+                                Decision::Allow | Decision::AllowIfField { .. }
+                            )
+                        })
+                    })
+                } else {
+                    own_rights
+                };
                 if allowed {
                     policy_callers.insert(caller.id());
                 }

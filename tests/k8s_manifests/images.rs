@@ -45,7 +45,7 @@ fn bookmesh_containers_run_the_images_make_images_builds() {
             let image = container["image"].as_str().expect("image");
             let repository = image.split(':').next().unwrap_or_default();
             let short = repository.rsplit('/').next().unwrap_or_default();
-            if workload.component() == "service" {
+            if matches!(workload.component(), "service" | "gateway") {
                 assert!(
                     images
                         .keys()
@@ -134,10 +134,56 @@ fn the_dockerfile_builds_the_binary_of_every_image() {
         }
         assert!(kept.contains(top), "the build context leaves out {member}");
     }
-    for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src"] {
+    // The policy is built into every binary (include_str!); the console's sources and the buf
+    // that generates its code go to the console stage.
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "proto",
+        "policy",
+        "src",
+        "console",
+        ".ci/tools/package.json",
+        ".ci/tools/package-lock.json",
+    ] {
         assert!(
             kept.contains(needed),
             "the build context leaves out {needed}"
         );
     }
+
+    // The gateway embeds console/dist when it compiles (services/gateway/build.rs): the
+    // console is built (npm run build in console/) and copied into the builder stage before
+    // its `cargo build`, or the image's gateway serves a page saying the console is missing.
+    let build_script = std::fs::read_to_string(root.join("services/gateway/build.rs"))
+        .expect("services/gateway/build.rs");
+    assert!(
+        build_script.contains("../../console/dist"),
+        "the gateway's build script no longer reads console/dist: update images/Dockerfile"
+    );
+    let console_built = joined
+        .lines()
+        .position(|line| line.trim_start().starts_with("RUN") && line.contains("npm run build"))
+        .expect("images/Dockerfile builds the console (npm run build)");
+    let console_copied = joined
+        .lines()
+        .position(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words.first() == Some(&"COPY")
+                && words.iter().any(|w| w.starts_with("--from="))
+                && words.last() == Some(&"console/dist")
+                && words
+                    .iter()
+                    .any(|w| w.ends_with("console/dist") && *w != "console/dist")
+        })
+        .expect("images/Dockerfile copies the built console/dist into the builder");
+    let cargo_built = joined
+        .lines()
+        .position(|line| line.contains("cargo build"))
+        .expect("cargo build");
+    assert!(
+        console_built < console_copied && console_copied < cargo_built,
+        "images/Dockerfile: the console is built, then copied, then the gateway compiled"
+    );
 }

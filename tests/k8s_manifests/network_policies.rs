@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::helpers::{
-    NAMESPACE, OVERLAYS, Workload, cluster, container_env, find, name, of_kind, port_number,
-    selector_matches, service_selects, str_map, url_hosts, workloads,
+    NAMESPACE, OVERLAYS, Workload, cluster, container_env, find, name, named_addresses, of_kind,
+    port_number, selector_matches, service_selects, str_map, the_gateway, workloads,
 };
 
 /// A pod as network policies see it.
@@ -161,24 +161,33 @@ pub(crate) fn connection_allowed(
 }
 
 /// Who should reach `target` on `port`: the workloads whose configuration names a Service that
-/// selects `target` (a URL host) with that port, plus those sharing a database's credentials
-/// Secret (the service the database was created for).
+/// selects `target` at a Service port that leads to `port` (a URL, or a `name=host:port` entry
+/// such as the gateway's admin targets), plus those sharing a database's credentials Secret
+/// (the service the database was created for). Naming a Service for one port is no reason to
+/// reach another port of the same pods: rental calls book-headless on gRPC, not on its admin
+/// port.
 fn expected_callers(objects: &[Value], target: &Workload<'_>, port: u16) -> BTreeSet<String> {
     let all = workloads(objects);
-    let serving_names: BTreeSet<String> = of_kind(objects, "Service")
+    // (Service name, Service port) pairs that lead to `port` on `target`.
+    let serving: BTreeSet<(String, u16)> = of_kind(objects, "Service")
         .into_iter()
         .filter(|s| service_selects(s, target))
-        .filter(|s| {
-            s["spec"]["ports"].as_array().is_some_and(|ports| {
-                ports.iter().any(|p| match &p["targetPort"] {
+        .flat_map(|s| {
+            s["spec"]["ports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| match &p["targetPort"] {
                     Value::String(n) => target.port_named(n) == Some(port),
                     Value::Number(_) => port_number(&p["targetPort"]) == port,
                     _ => port_number(&p["port"]) == port,
                 })
-            })
+                .map(|p| (name(s).to_owned(), port_number(&p["port"])))
+                .collect::<Vec<_>>()
         })
-        .map(|s| name(s).to_owned())
         .collect();
+    let serving_names: BTreeSet<&str> = serving.iter().map(|(n, _)| n.as_str()).collect();
     let secrets_of = |w: &Workload<'_>| -> BTreeSet<String> {
         w.containers()
             .iter()
@@ -202,14 +211,18 @@ fn expected_callers(objects: &[Value], target: &Workload<'_>, port: u16) -> BTre
         .filter(|w| {
             let names_it = w.containers().iter().any(|c| {
                 let env = container_env(objects, c, "pod-0");
-                url_hosts(&env).iter().any(|host| {
-                    let short = host.split('.').next().unwrap_or_default();
-                    serving_names.contains(short)
+                named_addresses(&env).iter().any(|(host, named_port)| {
+                    let short = host.split('.').next().unwrap_or_default().to_owned();
+                    match named_port {
+                        Some(named_port) => serving.contains(&(short, *named_port)),
+                        // No port in the URL: the scheme's default, whatever the Service has.
+                        None => serving_names.contains(short.as_str()),
+                    }
                 })
             });
             // Credentials are for the port its Services expose, not for every port it has.
             let holds_credentials =
-                !serving_names.is_empty() && !secrets_of(w).is_disjoint(&target_secrets);
+                !serving.is_empty() && !secrets_of(w).is_disjoint(&target_secrets);
             names_it || holds_credentials
         })
         .map(Workload::id)
@@ -249,7 +262,10 @@ fn network_policies_admit_exactly_the_real_callers() {
         let mut checked_databases = 0;
         for target in workloads(&objects) {
             // The mesh's own parts; the observability component has its own, simpler policies.
-            if !matches!(target.component(), "service" | "database" | "event-broker") {
+            if !matches!(
+                target.component(),
+                "service" | "database" | "event-broker" | "gateway"
+            ) {
                 continue;
             }
             let target_peer = pods
@@ -272,7 +288,14 @@ fn network_policies_admit_exactly_the_real_callers() {
                     allowed, expected,
                     "{id}: allowed callers != configured callers"
                 );
-                if port_name != "admin" {
+                if target.component() == "gateway" {
+                    // The edge: the ingress controller (another namespace) and kube-proxy
+                    // forwarding the NodePort must get through.
+                    assert!(
+                        connection_allowed(&policies, &outsider, &target_peer, port, &protocol),
+                        "{id}: the gateway is not reachable from outside the namespace"
+                    );
+                } else if port_name != "admin" {
                     assert!(
                         !connection_allowed(&policies, &outsider, &target_peer, port, &protocol),
                         "{id}: reachable from outside the namespace"
@@ -319,6 +342,104 @@ fn network_policies_admit_exactly_the_real_callers() {
                 !connection_allowed(&policies, pod, &stranger, 8080, "TCP"),
                 "{overlay}: {} reaches an unlisted pod",
                 pod.id
+            );
+        }
+    }
+}
+
+/// The gateway's paths, spelled out rather than derived from configuration: it reaches each
+/// service's gRPC and admin ports (and the trace collector where there is one) and nothing
+/// else in the namespace; the services' admin ports admit the gateway and, with the
+/// observability component, Prometheus from the `monitoring` namespace — no other pod of this
+/// namespace or any other.
+#[test]
+#[ignore = "needs the rendered manifests: make check-k8s"]
+fn the_gateway_reaches_every_service_and_only_it_reaches_their_admin_ports() {
+    for overlay in OVERLAYS {
+        let objects = cluster(overlay);
+        let policies = of_kind(&objects, "NetworkPolicy");
+        let pods = peers(&objects);
+        let gateway = the_gateway(&objects, overlay);
+        let gateway_peer = pods
+            .iter()
+            .find(|p| p.id == gateway.id())
+            .expect("peer")
+            .clone();
+        let all = workloads(&objects);
+        let service_names = ["book", "member", "rental", "bestbook"];
+        let mut expected: BTreeSet<(String, u16)> = BTreeSet::new();
+        for service in service_names {
+            let workload = all
+                .iter()
+                .find(|w| w.kind == "Deployment" && w.name == service)
+                .unwrap_or_else(|| panic!("{overlay}: Deployment/{service}"));
+            for port_name in ["grpc", "admin"] {
+                let port = workload
+                    .port_named(port_name)
+                    .unwrap_or_else(|| panic!("{overlay}: {service} has a {port_name} port"));
+                expected.insert((workload.id(), port));
+            }
+        }
+        if let Some(collector) = all.iter().find(|w| w.name == "otel-collector") {
+            expected.insert((collector.id(), 4317));
+        }
+        let reached: BTreeSet<(String, u16)> = pods
+            .iter()
+            .filter(|pod| pod.id != gateway_peer.id)
+            .flat_map(|pod| {
+                pod.ports
+                    .iter()
+                    .filter(|(_, port, protocol)| {
+                        connection_allowed(&policies, &gateway_peer, pod, *port, protocol)
+                    })
+                    .map(|(_, port, _)| (pod.id.clone(), *port))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            reached, expected,
+            "{overlay}: where the gateway may connect != each service's gRPC and admin port"
+        );
+
+        let in_namespace = |name: &str, namespace: &str| Peer {
+            id: format!("a pod of namespace {namespace}"),
+            namespace_labels: BTreeMap::from([(
+                "kubernetes.io/metadata.name".into(),
+                namespace.into(),
+            )]),
+            labels: BTreeMap::from([("app.kubernetes.io/name".into(), name.into())]),
+            ports: Vec::new(),
+            outsider: false,
+        };
+        let monitoring = in_namespace("prometheus", "monitoring");
+        let elsewhere = in_namespace("gateway", "elsewhere");
+        let observed = all.iter().any(|w| w.name == "otel-collector");
+        for service in service_names {
+            let workload = all
+                .iter()
+                .find(|w| w.kind == "Deployment" && w.name == service)
+                .expect("service");
+            let target = pods.iter().find(|p| p.id == workload.id()).expect("peer");
+            let admin = workload.port_named("admin").expect("admin port");
+            let callers: BTreeSet<String> = pods
+                .iter()
+                .filter(|pod| pod.id != target.id)
+                .filter(|pod| connection_allowed(&policies, pod, target, admin, "TCP"))
+                .map(|pod| pod.id.clone())
+                .collect();
+            assert_eq!(
+                callers,
+                BTreeSet::from([gateway.id()]),
+                "{overlay}: {service}'s admin port {admin}: only the gateway, of this namespace"
+            );
+            assert!(
+                !connection_allowed(&policies, &elsewhere, target, admin, "TCP"),
+                "{overlay}: {service}'s admin port is open to another namespace"
+            );
+            assert_eq!(
+                connection_allowed(&policies, &monitoring, target, admin, "TCP"),
+                observed,
+                "{overlay}: Prometheus scrapes {service}'s admin port iff observability is on"
             );
         }
     }
