@@ -35,8 +35,12 @@ console/dist/index.html: $(CONSOLE_SOURCES)
 	cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 	touch $@
 
+.PHONY: notification
+notification: ## Prepare the notification service (Python): its virtual environment from the lock file, its stubs from proto/ (says so and does nothing without Python 3)
+	services/notification/prepare.sh
+
 .PHONY: run
-run: console build ## Start the whole mesh on its default ports (SQLite under ./data), the console at http://localhost:8080; Ctrl-C stops it
+run: console notification build ## Start the whole mesh on its default ports (SQLite under ./data), the console at http://localhost:8080; Ctrl-C stops it
 	$(CARGO) run --quiet -p bookmesh-launcher -- --data-dir data
 
 .PHONY: test
@@ -71,6 +75,10 @@ clients: tools ## Generate the Python and TypeScript clients from proto/ (git-ig
 test-clients: build tools ## Run the Python and TypeScript client suites (and the Python feed consumer) against the real mesh
 	clients/python/run-tests.sh
 	clients/typescript/run-tests.sh
+
+.PHONY: test-notification
+test-notification: build ## The notification service's tests (pytest): notices, storage on SQLite and Redis, and against the real mesh
+	services/notification/run-tests.sh
 
 .PHONY: test-console
 test-console: tools ## Build the console and run its test in headless Chromium (Playwright) against the real mesh; screenshots in target/console-screenshots

@@ -21,14 +21,14 @@ target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | sed -n 
 # The default ports lie in Linux's ephemeral range, so a passing outgoing connection can hold
 # one for a moment: wait for them to be free, and try a second time if the start still fails.
 ports_free() {
-  for port in 50051 50052 50053 50054; do
+  for port in 50051 50052 50053 50054 50055 8080; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 1; fi
   done
 }
 start_mesh() {
   local deadline=$((SECONDS + 30))
   until ports_free; do
-    ((SECONDS < deadline)) || { echo "ports 50051-50054 stay busy" >&2; return 1; }
+    ((SECONDS < deadline)) || { echo "ports 50051-50055 and 8080 stay busy" >&2; return 1; }
     sleep 0.5
   done
   rm -rf "$work/data"

@@ -111,14 +111,19 @@ impl FaultSwitches {
     }
 
     async fn list(&self) -> Response {
-        let mut services = Vec::new();
-        for name in self.targets.names() {
+        // Every service at once, as the mesh view does.
+        let listed = futures::future::join_all(self.targets.names().map(|name| async move {
             let replicas = self.targets.replicas(name).await;
             let answers =
                 futures::future::join_all(replicas.iter().map(|address| {
                     admin::call(*address, Method::GET, "/faults", None, Bytes::new())
                 }))
                 .await;
+            (name, replicas, answers)
+        }))
+        .await;
+        let mut services = Vec::new();
+        for (name, replicas, answers) in listed {
             let replicas: Vec<Value> = replicas
                 .iter()
                 .zip(answers)

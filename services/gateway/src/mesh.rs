@@ -71,10 +71,16 @@ impl MeshView {
         let now = Instant::now();
         let mut current: HashMap<String, (Instant, Reading)> = HashMap::new();
         let mut services = Vec::new();
-        for name in self.targets.names() {
+        // Every service at once: one that does not answer costs its 2 s timeout once, not
+        // once per service after it.
+        let scrapes = futures::future::join_all(self.targets.names().map(|name| async move {
             let replicas = self.targets.replicas(name).await;
             let scraped =
                 futures::future::join_all(replicas.iter().map(|address| scrape(*address))).await;
+            (name, replicas, scraped)
+        }))
+        .await;
+        for (name, replicas, scraped) in scrapes {
             let mut rows = Vec::new();
             let mut readings = Vec::new();
             for (address, (reading, ready)) in replicas.iter().zip(scraped) {
