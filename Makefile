@@ -169,10 +169,12 @@ IMAGE_REPOSITORY ?= bookmesh
 IMAGE_TAG ?= dev
 PLATFORMS ?=
 IMAGE_OUTPUT ?= --load
-# Every image, as name:binary. The manifests use $(IMAGE_REPOSITORY)/<name>; the kind overlay
-# tags them `dev`.
+# Every image, as name:binary[:Dockerfile]. The manifests use $(IMAGE_REPOSITORY)/<name>; the
+# kind overlay tags them `dev`. Without a Dockerfile, images/Dockerfile builds it with
+# BINARY=<binary> (the Rust binaries); the notification service (Python) has its own, whose
+# image runs `python -m bookmesh_notification`.
 IMAGES := book:book-service member:member-service rental:rental-service bestbook:bestbook-service \
-  gateway:gateway-service loadgen:loadgen
+  gateway:gateway-service loadgen:loadgen notification:python:images/notification.Dockerfile
 K8S_ENV = KUBECTL=$(KUBECTL) KIND=$(KIND) DOCKER=$(DOCKER) KIND_CLUSTER=$(KIND_CLUSTER) \
   IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) IMAGE_TAG=$(IMAGE_TAG) IMAGES="$(IMAGES)"
 
@@ -181,7 +183,7 @@ images: ## Build the container images (bookmesh/<name>:dev); PLATFORMS=linux/amd
 	$(K8S_ENV) PLATFORMS="$(PLATFORMS)" IMAGE_OUTPUT="$(IMAGE_OUTPUT)" scripts/build-images.sh
 
 .PHONY: image-list
-image-list: ## Print the image each binary ships in (image=binary)
+image-list: ## Print the image each binary ships in (image=binary, or image=binary:Dockerfile)
 	@for image in $(IMAGES); do echo "$(IMAGE_REPOSITORY)/$${image%%:*}:$(IMAGE_TAG)=$${image#*:}"; done
 
 .PHONY: kind-up
@@ -206,7 +208,7 @@ hpa-demo: ## Load the rental service from inside the cluster and watch the HPAs 
 	$(K8S_ENV) scripts/hpa-demo.sh
 
 .PHONY: port-forward
-port-forward: ## Forward the cluster's services to localhost:50051-50054 (for grpcurl and clients)
+port-forward: ## Forward the cluster's services to localhost:50051-50055 (for grpcurl and clients)
 	$(K8S_ENV) scripts/port-forward.sh
 
 .PHONY: k8s-tools
@@ -217,7 +219,7 @@ $(TOOLS)/bin/kubectl: .ci/tools/k8s-requirements.txt scripts/install-k8s-tools.s
 	@touch $@
 
 .PHONY: check-k8s
-check-k8s: build k8s-tools ## Lint the Dockerfile, render and strictly validate every overlay, check invariants, run the entrypoints
+check-k8s: build k8s-tools notification ## Lint the Dockerfiles, render and strictly validate every overlay, check invariants, run the entrypoints
 	scripts/check-k8s.sh
 
 .PHONY: ci

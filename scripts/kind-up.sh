@@ -20,7 +20,7 @@ cargo=${CARGO:-cargo}
 # The kind overlay runs bookmesh/<name>:dev, whatever IMAGE_REPOSITORY/IMAGE_TAG say elsewhere.
 repository=bookmesh
 tag=dev
-images=${IMAGES:?IMAGES (name:binary ...) comes from the Makefile}
+images=${IMAGES:?IMAGES (name:binary[:Dockerfile] ...) comes from the Makefile}
 
 step() { printf '\n==> %s\n' "$*"; }
 for tool in "$docker" "$kind" "$kubectl"; do

@@ -10,7 +10,7 @@ fn every_service_scales_on_cpu_between_two_and_more_replicas() {
     for overlay in OVERLAYS {
         let objects = cluster(overlay);
         let mut deployments = services(&objects);
-        assert_eq!(deployments.len(), 4, "{overlay}: four service Deployments");
+        assert_eq!(deployments.len(), 5, "{overlay}: five service Deployments");
         // The gateway scales the same way: it is as stateless as they are.
         deployments.push(the_gateway(&objects, overlay));
         for deployment in &deployments {

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::helpers::{
-    OVERLAYS, binary_of, cluster, container_env, name, of_kind, port_number, service_selects,
-    the_gateway, workloads,
+    OVERLAYS, binary_of, cluster, container_env, is_python, name, of_kind, port_number,
+    python_service_env, python_service_sources, service_selects, the_gateway, workloads,
 };
 
 fn help_text(binary: &str) -> String {
@@ -54,6 +54,10 @@ fn every_environment_variable_is_one_the_binary_reads() {
                 if !image.contains("bookmesh/") {
                     continue;
                 }
+                if is_python(container) {
+                    python_reads_its_environment(&objects, overlay, &workload.id(), container);
+                    continue;
+                }
                 let binary = binary_of(container);
                 let flags = accepted_env(&binary);
                 let file = std::fs::read(bookmesh_mesh_tests::binary(&binary)).expect("binary");
@@ -84,6 +88,44 @@ fn every_environment_variable_is_one_the_binary_reads() {
             }
         }
     }
+}
+
+/// The notification service (Python) reads its settings in config.py, not through clap: every
+/// `BOOKMESH_*` variable the manifests set must be in its table, every other one (the
+/// OpenTelemetry SDK's `OTEL_*`) named in its sources, and no argument is passed (it takes
+/// none).
+fn python_reads_its_environment(objects: &[Value], overlay: &str, id: &str, container: &Value) {
+    let table = python_service_env();
+    assert!(
+        table.contains("BOOKMESH_LISTEN") && table.contains("BOOKMESH_REDIS_URL"),
+        "config.py's table is not where it was: {table:?}"
+    );
+    let sources = python_service_sources();
+    for key in container_env(objects, container, "pod-0").keys() {
+        let read = if key.starts_with("BOOKMESH_") {
+            table.contains(key)
+        } else {
+            key.starts_with("OTEL_") && sources.contains(&format!("\"{key}\""))
+        };
+        assert!(
+            read,
+            "{overlay}: {id} sets {key}, which the notification service does not read \
+             (services/notification/bookmesh_notification/config.py: {table:?})"
+        );
+    }
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        command.get(1..),
+        Some(["-m", "bookmesh_notification"].as_slice()),
+        "{overlay}: {id} runs the package as `python -m bookmesh_notification`"
+    );
+    assert!(
+        container["args"].as_array().is_none_or(Vec::is_empty),
+        "{overlay}: {id} passes arguments, which the notification service does not take"
+    );
 }
 
 /// The gateway in a cluster: never the development sign-in (anyone reaching it could sign
@@ -167,10 +209,10 @@ fn the_gateway_has_no_development_sign_in_and_names_every_service_by_its_headles
         named.sort_unstable();
         assert_eq!(
             named,
-            ["bestbook", "book", "member", "rental"],
+            ["bestbook", "book", "member", "notification", "rental"],
             "{id}: an admin target per service"
         );
-        for service in ["book", "member", "rental", "bestbook"] {
+        for service in ["book", "member", "rental", "bestbook", "notification"] {
             let key = format!("BOOKMESH_{}_ENDPOINTS", service.to_uppercase());
             let endpoints = env
                 .get(&key)

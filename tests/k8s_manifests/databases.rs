@@ -1,7 +1,8 @@
 //! Least privilege at the databases: each service connects as its own role, never as the
-//! database's superuser, and that role owns only its service's database. The PostgreSQL init
-//! script the manifests ship is run against the local server to prove the service migrates
-//! and serves as that role.
+//! database's superuser, and that role owns only its service's database (the notification
+//! service's Redis: its own user, limited to its keys and to commands that administer
+//! nothing). The PostgreSQL init script the manifests ship is run against the local server to
+//! prove the service migrates and serves as that role.
 
 use sea_orm::{ConnectionTrait, Statement};
 use sea_orm_migration::MigratorTrait;
@@ -20,7 +21,14 @@ fn every_service_connects_as_its_own_role_not_the_superuser() {
         {
             let id = format!("{overlay}: {}", database.id());
             let env = container_env(&objects, &database.containers()[0], "pod-0");
-            let (superuser, service_user) = if env.contains_key("POSTGRES_PASSWORD") {
+            let (superuser, service_user) = if env.contains_key("REDIS_ADMIN_PASSWORD") {
+                // Redis: the administrator is the `default` user (requirepass); the service's
+                // user is declared with `--user`.
+                (
+                    "default".to_owned(),
+                    env.get("SERVICE_USER").cloned().expect("SERVICE_USER"),
+                )
+            } else if env.contains_key("POSTGRES_PASSWORD") {
                 (
                     env.get("POSTGRES_USER")
                         .cloned()
@@ -40,15 +48,25 @@ fn every_service_connects_as_its_own_role_not_the_superuser() {
                 .into_iter()
                 .find(|s| {
                     let env = container_env(&objects, &s.containers()[0], "pod-0");
-                    env.get("BOOKMESH_DATABASE_URL").is_some_and(|url| {
+                    // The notification service's store is Redis, by its own variable.
+                    let url = env
+                        .get("BOOKMESH_DATABASE_URL")
+                        .or_else(|| env.get("BOOKMESH_REDIS_URL"));
+                    url.is_some_and(|url| {
                         url.contains(&format!("@{host}."))
                             || url.starts_with(&format!("<{host}-credentials/"))
                     })
                 })
                 .unwrap_or_else(|| panic!("{id}: no service uses it"));
-            let url =
-                container_env(&objects, &service.containers()[0], "pod-0")["BOOKMESH_DATABASE_URL"]
-                    .clone();
+            let service_env = container_env(&objects, &service.containers()[0], "pod-0");
+            let url = service_env
+                .get("BOOKMESH_DATABASE_URL")
+                .or_else(|| service_env.get("BOOKMESH_REDIS_URL"))
+                .cloned()
+                .expect("the URL found above");
+            if env.contains_key("REDIS_ADMIN_PASSWORD") {
+                redis_keeps_the_service_to_its_keys(&id, &database.containers()[0], &service_env);
+            }
             if url.starts_with('<') {
                 // Production keeps the URL outside git; the Secret's keys still name the role.
                 assert_ne!(
@@ -76,7 +94,86 @@ fn every_service_connects_as_its_own_role_not_the_superuser() {
             }
             checked += 1;
         }
-        assert_eq!(checked, 4, "{overlay}: four databases");
+        assert_eq!(
+            checked, 5,
+            "{overlay}: four SQL databases and the notification service's Redis"
+        );
+    }
+}
+
+/// The service's own Redis user, as the StatefulSet's arguments declare it (`--user
+/// $(SERVICE_USER) on >$(SERVICE_PASSWORD) ~<prefix>* ... +@all -@admin -@dangerous`): it may
+/// touch only the keys under the prefix the service writes (BOOKMESH_REDIS_PREFIX) and no
+/// command that administers the server or reaches every key (CONFIG, FLUSHALL, KEYS, ...); the
+/// administrator has a password (requirepass); and the notices are durable (the append-only
+/// file), since nothing could rebuild them.
+fn redis_keeps_the_service_to_its_keys(
+    id: &str,
+    container: &serde_json::Value,
+    service_env: &std::collections::BTreeMap<String, String>,
+) {
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .map(|args| args.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    // The words after an option, up to the next option.
+    let option = |name: &str| {
+        args.iter()
+            .position(|arg| *arg == name)
+            .map(|at| {
+                args[at + 1..]
+                    .iter()
+                    .take_while(|arg| !arg.starts_with("--"))
+                    .copied()
+                    .collect::<Vec<&str>>()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        option("--requirepass"),
+        ["$(REDIS_ADMIN_PASSWORD)"],
+        "{id}: the administrator's password comes from the Secret"
+    );
+    assert_eq!(
+        option("--appendonly"),
+        ["yes"],
+        "{id}: notices are written to the append-only file"
+    );
+    let rules = option("--user");
+    assert_eq!(
+        rules.first().copied(),
+        Some("$(SERVICE_USER)"),
+        "{id}: --user declares the service's own user: {rules:?}"
+    );
+    assert!(
+        rules.contains(&"on") && rules.contains(&">$(SERVICE_PASSWORD)"),
+        "{id}: the service's user is on, with the Secret's password: {rules:?}"
+    );
+    let prefix = service_env
+        .get("BOOKMESH_REDIS_PREFIX")
+        .unwrap_or_else(|| panic!("{id}: its service sets BOOKMESH_REDIS_PREFIX"));
+    let patterns: Vec<&str> = rules
+        .iter()
+        .filter(|rule| rule.starts_with('~') || rule.starts_with('%'))
+        .copied()
+        .collect();
+    assert_eq!(
+        patterns,
+        [format!("~{prefix}*").as_str()],
+        "{id}: the service's user reaches only the keys under its prefix"
+    );
+    assert!(
+        !rules
+            .iter()
+            .any(|rule| matches!(*rule, "allkeys" | "nopass")),
+        "{id}: the service's user: {rules:?}"
+    );
+    let position = |rule: &str| rules.iter().position(|r| *r == rule);
+    for denied in ["-@admin", "-@dangerous"] {
+        assert!(
+            position(denied).is_some_and(|at| position("+@all").is_none_or(|all| all < at)),
+            "{id}: the service's user may not run {denied} commands: {rules:?}"
+        );
     }
 }
 

@@ -1,6 +1,8 @@
 //! Each service binary started exactly as its Deployment starts it, and the gateway too, which
 //! must then reach each service through the addresses its ConfigMap names, with mTLS as the
-//! `gateway` workload, forwarding a user's token.
+//! `gateway` workload, forwarding a user's token. The notification service is Python, not a
+//! binary of the workspace: it runs from the environment `make notification` prepares (and is
+//! skipped, saying so, where that environment is missing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -12,7 +14,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{binary_of, cluster, container_env, services, the_gateway, url_hosts};
+use crate::helpers::{
+    Workload, binary_of, cluster, container_env, is_python, services, the_gateway, url_hosts,
+};
 
 /// Rewrites a cluster URL to the local server of the same kind, as the entrypoint test runs
 /// where the cluster's databases and broker do not exist.
@@ -27,7 +31,7 @@ async fn local_database(url: &str) -> TestDatabase {
 }
 
 #[tokio::test]
-#[ignore = "needs the rendered manifests and local PostgreSQL, MariaDB and NATS: make check-k8s"]
+#[ignore = "needs the rendered manifests and local PostgreSQL, MariaDB, NATS and Redis: make check-k8s"]
 async fn each_service_binary_serves_when_started_as_its_deployment_says() {
     let objects = cluster("kind");
     let dockerfile = std::fs::read_to_string(
@@ -47,9 +51,15 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
     }
     let hosts = tempfile_path("hosts");
     let pki = TestPki::new();
-    // The test PKI issues the mesh's workloads; the gateway's certificate is added the same way.
-    bookmesh::identity::pki::ensure_local(pki.dir(), TRUST_DOMAIN, NAMESPACE, &["gateway"])
-        .expect("the gateway's certificate");
+    // The test PKI issues the mesh's workloads; the gateway's and the notification service's
+    // certificates are added the same way.
+    bookmesh::identity::pki::ensure_local(
+        pki.dir(),
+        TRUST_DOMAIN,
+        NAMESPACE,
+        &["gateway", "notification"],
+    )
+    .expect("the gateway's and the notification service's certificates");
     let probe = pki.credentials("check");
     let librarian = format!(
         "Bearer {}",
@@ -62,6 +72,19 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
     for deployment in services(&objects) {
         let container = &deployment.containers()[0];
         let pod_name = format!("{}-7c9f8d6b5-x2x9q", deployment.name);
+        if is_python(container) {
+            python_service_serves_as_its_deployment_says(
+                &objects,
+                &deployment,
+                &pki,
+                &probe,
+                &gateway,
+                &librarian,
+                &pod_name,
+            )
+            .await;
+            continue;
+        }
         let mut env = container_env(&objects, container, &pod_name);
         let data_mount = container["volumeMounts"]
             .as_array()
@@ -187,6 +210,210 @@ async fn each_service_binary_serves_when_started_as_its_deployment_says() {
     let _ = std::fs::remove_file(&gateway_hosts);
 }
 
+/// The notification service's Python environment as `make notification` prepares it
+/// (services/notification/prepare.sh): the virtual environment's interpreter, and the stubs
+/// generated from proto/ (BOOKMESH_NOTIFICATION_GEN, default .tools/notification-gen).
+fn notification_environment() -> Option<(PathBuf, PathBuf)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".tools/notification-venv/bin/python");
+    let generated = std::env::var_os("BOOKMESH_NOTIFICATION_GEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".tools/notification-gen"));
+    (python.exists() && generated.join("bookmesh").exists()).then_some((python, generated))
+}
+
+/// Deletes the keys under `prefix` from the Redis at `url` (what one run wrote), with the
+/// environment's own Redis client.
+fn drop_redis_keys(python: &std::path::Path, url: &str, prefix: &str) {
+    const SCRIPT: &str = "import redis, sys\n\
+        client = redis.Redis.from_url(sys.argv[1])\n\
+        keys = list(client.scan_iter(match=sys.argv[2] + '*', count=500))\n\
+        if keys:\n    client.delete(*keys)\n";
+    let status = std::process::Command::new(python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(url)
+        .arg(prefix)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("note: could not delete the test's Redis keys {prefix}* from {url}");
+    }
+}
+
+/// The notification service (Python) started as its Deployment starts it: the Deployment's
+/// command with the interpreter of `make notification`'s environment in place of the image's,
+/// and the Deployment's environment plus what the image adds to it (PYTHONPATH,
+/// BOOKMESH_AUTHZ_POLICY), pointed at the repository's files. As for the binaries, only what
+/// points at cluster infrastructure changes: Redis at the local server (under a key prefix of
+/// this run's own), NATS at the local server, the identity and token-key mounts at the test
+/// PKI's files, and cluster names at loopback (the service reads no hosts file, so the names
+/// in its environment are rewritten). It must answer SERVING over mTLS on its container port,
+/// ready on its admin port, and a librarian's call through the gateway.
+async fn python_service_serves_as_its_deployment_says(
+    objects: &[serde_json::Value],
+    deployment: &Workload<'_>,
+    pki: &TestPki,
+    probe: &std::sync::Arc<bookmesh::identity::Credentials>,
+    gateway: &RunningGateway,
+    librarian: &str,
+    pod_name: &str,
+) {
+    let Some((python, generated)) = notification_environment() else {
+        eprintln!(
+            "SKIPPED {}: the notification service's Python environment is not prepared \
+             (.tools/notification-venv and its generated stubs; `make notification` makes them)",
+            deployment.id()
+        );
+        return;
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let container = &deployment.containers()[0];
+    let mut env = container_env(objects, container, pod_name);
+
+    // What the image adds to the environment (its ENV), here at the repository's files.
+    let dockerfile = std::fs::read_to_string(root.join("images/notification.Dockerfile"))
+        .expect("images/notification.Dockerfile");
+    for key in ["PYTHONPATH", "BOOKMESH_AUTHZ_POLICY"] {
+        assert!(
+            dockerfile.contains(&format!("{key}=")),
+            "images/notification.Dockerfile sets {key}"
+        );
+    }
+    env.insert(
+        "PYTHONPATH".into(),
+        format!(
+            "{}:{}",
+            generated.display(),
+            root.join("services/notification").display()
+        ),
+    );
+    env.insert(
+        "BOOKMESH_AUTHZ_POLICY".into(),
+        root.join("policy/authorization.toml").display().to_string(),
+    );
+    env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+    env.insert("BOOKMESH_LOG_FORMAT".into(), "json".into());
+
+    // Its store: the local Redis, under a key prefix of this run's own.
+    assert_eq!(
+        env.get("BOOKMESH_NOTIFICATION_STORE").map(String::as_str),
+        Some("redis"),
+        "{}: the notices are in Redis",
+        deployment.id()
+    );
+    assert!(
+        env.contains_key("BOOKMESH_REDIS_URL"),
+        "{}: BOOKMESH_REDIS_URL",
+        deployment.id()
+    );
+    let redis_url = std::env::var("BOOKMESH_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let redis_prefix = format!("bmtest:{}:", uuid::Uuid::now_v7().simple());
+    env.insert("BOOKMESH_REDIS_URL".into(), redis_url.clone());
+    env.insert("BOOKMESH_REDIS_PREFIX".into(), redis_prefix.clone());
+    if env.contains_key("BOOKMESH_NATS_URL") {
+        env.insert(
+            "BOOKMESH_NATS_URL".into(),
+            std::env::var("BOOKMESH_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        );
+        env.insert(
+            "BOOKMESH_NATS_PREFIX".into(),
+            // "t" + a UUIDv7: the shape drop-test-streams cleans up.
+            format!("t{}", uuid::Uuid::now_v7().simple()),
+        );
+    }
+    // The local NATS speaks plaintext and ignores users.
+    env.remove("BOOKMESH_NATS_CA");
+    let data_dir = tempfile_path(&deployment.name);
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    env.insert("BOOKMESH_DATA_DIR".into(), data_dir.display().to_string());
+    let workload = mount_identity(pki, deployment, &mut env);
+    mount(pki, "BOOKMESH_TOKEN_KEYS", "jwt.pub", &mut env);
+    let names: BTreeSet<String> = url_hosts(&env)
+        .into_iter()
+        .filter(|h| h.ends_with(".svc.cluster.local"))
+        .collect();
+    for value in env.values_mut() {
+        for name in &names {
+            *value = value.replace(name.as_str(), "127.0.0.1");
+        }
+    }
+
+    let grpc = deployment.port_named("grpc").expect("grpc port");
+    let admin = deployment.port_named("admin").expect("admin port");
+    for port in [grpc, admin] {
+        if let Err(error) = std::net::TcpListener::bind(("0.0.0.0", port)) {
+            panic!("port {port} is taken ({error}): stop whatever listens there (make run?)");
+        }
+    }
+    // The Deployment's command, its interpreter this environment's; `env -i` starts it with
+    // nothing but PATH and the environment above, as a container starts.
+    let command: Vec<String> = container["command"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        command.first().is_some_and(|p| p.ends_with("/python")),
+        "{}: the command runs Python: {command:?}",
+        deployment.id()
+    );
+    let mut args = vec![
+        "-i".to_owned(),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    ];
+    args.extend(env.iter().map(|(key, value)| format!("{key}={value}")));
+    args.push(python.display().to_string());
+    args.extend(command.iter().skip(1).cloned());
+    let process = ServiceProcess::spawn_program(&deployment.name, "env", &args, &[]);
+
+    let url = format!("http://127.0.0.1:{grpc}");
+    let serving = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if tls_health(&url, probe, &workload, "").await == Some(ServingStatus::Serving) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    if serving.is_err() {
+        let output = process.lines().join("\n");
+        process.crash().await;
+        drop_redis_keys(&python, &redis_url, &redis_prefix);
+        panic!(
+            "{} never became SERVING on port {grpc}; its output:\n{output}",
+            deployment.id()
+        );
+    }
+    assert_eq!(
+        tls_health(&url, probe, &workload, bookmesh::server::LIVENESS_NAME).await,
+        Some(ServingStatus::Serving),
+        "{}: liveness",
+        deployment.id()
+    );
+    let admin_address = format!("127.0.0.1:{admin}");
+    for path in ["/healthz", "/readyz"] {
+        bookmesh::testing::eventually(
+            &format!("{}: {path} on the admin port {admin}", deployment.id()),
+            Duration::from_secs(10),
+            || async { matches!(http_get(&admin_address, path).await, Ok((200, _))).then_some(()) },
+        )
+        .await;
+    }
+    // A user's call through the gateway, as the console makes it.
+    gateway
+        .call_through(&deployment.name, librarian, &process)
+        .await;
+    process.crash().await;
+    drop_redis_keys(&python, &redis_url, &redis_prefix);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
 /// Replaces a mounted Secret's file in `env` with the test PKI's `file`.
 fn mount(pki: &TestPki, key: &str, file: &str, env: &mut BTreeMap<String, String>) {
     let value = env
@@ -198,6 +425,23 @@ fn mount(pki: &TestPki, key: &str, file: &str, env: &mut BTreeMap<String, String
         "{key}={value}: read from a mounted Secret"
     );
     env.insert(key.into(), pki.dir().join(file).display().to_string());
+}
+
+/// The workload certificate, key and CA of the Deployment's ServiceAccount, from the local PKI
+/// where the pod has them mounted; the workload's name.
+fn mount_identity(
+    pki: &TestPki,
+    deployment: &Workload<'_>,
+    env: &mut BTreeMap<String, String>,
+) -> String {
+    let workload = deployment.spec["serviceAccountName"]
+        .as_str()
+        .expect("a ServiceAccount")
+        .to_owned();
+    mount(pki, "BOOKMESH_TLS_CERT", &format!("{workload}.crt"), env);
+    mount(pki, "BOOKMESH_TLS_KEY", &format!("{workload}.key"), env);
+    mount(pki, "BOOKMESH_TLS_CA", "ca.crt", env);
+    workload
 }
 
 /// gateway-service running as its Deployment starts it.
@@ -224,23 +468,7 @@ async fn start_gateway(
         !env.contains_key("BOOKMESH_DEV_SIGN_IN"),
         "the gateway's Deployment turns the development sign-in on"
     );
-    let workload = deployment.spec["serviceAccountName"]
-        .as_str()
-        .expect("a ServiceAccount")
-        .to_owned();
-    mount(
-        pki,
-        "BOOKMESH_TLS_CERT",
-        &format!("{workload}.crt"),
-        &mut env,
-    );
-    mount(
-        pki,
-        "BOOKMESH_TLS_KEY",
-        &format!("{workload}.key"),
-        &mut env,
-    );
-    mount(pki, "BOOKMESH_TLS_CA", "ca.crt", &mut env);
+    mount_identity(pki, &deployment, &mut env);
     let names: BTreeSet<String> = url_hosts(&env)
         .into_iter()
         .filter(|h| h.ends_with(".svc.cluster.local"))
@@ -302,6 +530,12 @@ impl RunningGateway {
             "bestbook" => (
                 "bookmesh.bestbook.v1.BestBookService/GetBestBooks",
                 "{}",
+                200,
+            ),
+            // An unknown member's notices: an empty page (their first may not have arrived).
+            "notification" => (
+                "bookmesh.notification.v1.NotificationService/ListNotices",
+                r#"{"member_id": "0190a4c2-0000-7000-8000-000000000001"}"#,
                 200,
             ),
             other => panic!("no call through the gateway for {other}"),

@@ -332,16 +332,42 @@ pub fn socket_port(env: &BTreeMap<String, String>, key: &str) -> u16 {
         .port()
 }
 
-/// The images `make images` builds, each with the binary it runs (`make -s image-list`).
-pub fn built_images() -> BTreeMap<String, String> {
+/// The Dockerfile that builds an image unless `make image-list` names another.
+pub const RUST_DOCKERFILE: &str = "images/Dockerfile";
+
+/// The images `make images` builds (`make -s image-list`, lines `image=binary` or
+/// `image=binary:Dockerfile`): each with the binary it runs and the Dockerfile that builds it.
+fn image_list() -> Vec<(String, String, String)> {
     let list =
         std::env::var("BOOKMESH_IMAGES").expect("BOOKMESH_IMAGES is not set: run `make check-k8s`");
     list.lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
-            let (image, binary) = line.split_once('=').expect("image=binary");
-            (image.trim().to_owned(), binary.trim().to_owned())
+            let (image, rest) = line.split_once('=').expect("image=binary");
+            let (binary, dockerfile) = rest.split_once(':').unwrap_or((rest, RUST_DOCKERFILE));
+            (
+                image.trim().to_owned(),
+                binary.trim().to_owned(),
+                dockerfile.trim().to_owned(),
+            )
         })
+        .collect()
+}
+
+/// The images `make images` builds, each with the binary it runs (`make -s image-list`).
+pub fn built_images() -> BTreeMap<String, String> {
+    image_list()
+        .into_iter()
+        .map(|(image, binary, _)| (image, binary))
+        .collect()
+}
+
+/// The images `make images` builds, each with the Dockerfile that builds it (a path from the
+/// repository's root).
+pub fn image_dockerfiles() -> BTreeMap<String, String> {
+    image_list()
+        .into_iter()
+        .map(|(image, _, dockerfile)| (image, dockerfile))
         .collect()
 }
 
@@ -351,4 +377,61 @@ pub fn binary_of(container: &Value) -> String {
         .and_then(|c| c.rsplit('/').next())
         .expect("an explicit command")
         .to_owned()
+}
+
+/// Whether a container runs a Python program (the notification service) rather than one of
+/// the workspace's Rust binaries: its checks read the package instead of a binary's `--help`,
+/// and its entrypoint runs under the environment `make notification` prepares.
+pub fn is_python(container: &Value) -> bool {
+    binary_of(container).starts_with("python")
+}
+
+/// The notification service's package (services/notification/bookmesh_notification).
+pub fn notification_package() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../services/notification/bookmesh_notification")
+}
+
+/// The environment variables the notification service reads: the names in config.py's
+/// `_VARIABLES` table (`"field": ("BOOKMESH_…", parser)`), which `Config.from_env` goes
+/// through; the Python counterpart of a Rust binary's `[env: …]` in `--help`.
+pub fn python_service_env() -> BTreeSet<String> {
+    let path = notification_package().join("config.py");
+    let config = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let table = config
+        .split("_VARIABLES = {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .unwrap_or_else(|| panic!("{}: no `_VARIABLES = {{ ... }}` table", path.display()));
+    table
+        .split("(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|name| name.starts_with("BOOKMESH_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every Python source of the notification service's package, concatenated (to look for the
+/// names it reads from the environment besides config.py's, such as the OpenTelemetry
+/// SDK's `OTEL_*`).
+pub fn python_service_sources() -> String {
+    fn walk(dir: &std::path::Path, out: &mut String) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "py") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+                out.push('\n');
+            }
+        }
+    }
+    let mut sources = String::new();
+    walk(&notification_package(), &mut sources);
+    sources
 }

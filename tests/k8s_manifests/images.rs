@@ -3,12 +3,28 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::helpers::{built_images, cluster, workloads};
+use crate::helpers::{
+    RUST_DOCKERFILE, built_images, cluster, image_dockerfiles, services, workloads,
+};
+
+/// The ENTRYPOINT of a Dockerfile's last stage, in exec form (a JSON array).
+fn entrypoint(dockerfile: &str) -> Vec<String> {
+    let joined = dockerfile.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .rfind(|line| line.trim_start().starts_with("ENTRYPOINT"))
+        .expect("an ENTRYPOINT");
+    let json = line.trim_start().trim_start_matches("ENTRYPOINT").trim();
+    serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("ENTRYPOINT {json} is not in exec form (a JSON array): {e}"))
+}
 
 #[test]
 #[ignore = "needs the rendered manifests: make check-k8s"]
 fn bookmesh_containers_run_the_images_make_images_builds() {
     let images = built_images();
+    let dockerfiles = image_dockerfiles();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let objects = cluster("kind");
     let mut used = BTreeSet::new();
     for workload in workloads(&objects) {
@@ -24,12 +40,44 @@ fn bookmesh_containers_run_the_images_make_images_builds() {
                 )
             });
             let command = container["command"][0].as_str().unwrap_or_default();
-            assert_eq!(
-                command,
-                format!("/usr/local/bin/{binary}"),
-                "{}: the command is the image's binary",
-                workload.id()
-            );
+            let dockerfile = dockerfiles.get(image).expect("listed");
+            if dockerfile == RUST_DOCKERFILE {
+                assert_eq!(
+                    command,
+                    format!("/usr/local/bin/{binary}"),
+                    "{}: the command is the image's binary",
+                    workload.id()
+                );
+            } else {
+                // An image of its own (the notification service): the Deployment runs exactly
+                // what the image's ENTRYPOINT runs, with no arguments on top.
+                let text = std::fs::read_to_string(root.join(dockerfile))
+                    .unwrap_or_else(|e| panic!("{dockerfile}: {e}"));
+                let command: Vec<String> = container["command"]
+                    .as_array()
+                    .map(|c| {
+                        c.iter()
+                            .filter_map(|w| w.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert_eq!(
+                    command,
+                    entrypoint(&text),
+                    "{}: the command is {dockerfile}'s ENTRYPOINT",
+                    workload.id()
+                );
+                assert!(
+                    command.first().and_then(|c| c.rsplit('/').next()) == Some(binary.as_str()),
+                    "{}: {image} runs {binary}",
+                    workload.id()
+                );
+                assert!(
+                    container["args"].as_array().is_none_or(Vec::is_empty),
+                    "{}: no arguments",
+                    workload.id()
+                );
+            }
             assert_eq!(container["imagePullPolicy"], "IfNotPresent", "{image}");
             used.insert(image.to_owned());
         }
@@ -87,7 +135,13 @@ fn the_dockerfile_builds_the_binary_of_every_image() {
         .filter(|pair| pair[0] == "--bin")
         .map(|pair| pair[1].to_owned())
         .collect();
-    let wanted: BTreeSet<String> = built_images().into_values().collect();
+    // The images built from images/Dockerfile; the others have their own (the next test).
+    let dockerfiles = image_dockerfiles();
+    let wanted: BTreeSet<String> = built_images()
+        .into_iter()
+        .filter(|(image, _)| dockerfiles.get(image).map(String::as_str) == Some(RUST_DOCKERFILE))
+        .map(|(_, binary)| binary)
+        .collect();
     assert_eq!(bins, wanted, "the Dockerfile builds the images' binaries");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Only the variables a user's shell would have: the ones cargo sets for this test (package
@@ -186,4 +240,102 @@ fn the_dockerfile_builds_the_binary_of_every_image() {
         console_built < console_copied && console_copied < cargo_built,
         "images/Dockerfile: the console is built, then copied, then the gateway compiled"
     );
+}
+
+/// The images with a Dockerfile of their own (the notification service, Python): the image runs
+/// as the uid its Deployment says, holds the policy where it tells the service to read it
+/// (BOOKMESH_AUTHZ_POLICY), installs the lock file and generates the stubs from proto/, and its
+/// build context (`<Dockerfile>.dockerignore`) keeps every file the Dockerfile copies in.
+#[test]
+#[ignore = "needs the rendered manifests: make check-k8s"]
+fn an_image_with_its_own_dockerfile_holds_what_its_service_reads() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let objects = cluster("kind");
+    let mut checked = 0;
+    for (image, dockerfile) in image_dockerfiles() {
+        if dockerfile == RUST_DOCKERFILE {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(&dockerfile))
+            .unwrap_or_else(|e| panic!("{dockerfile}: {e}"));
+        let joined = text.replace("\\\n", " ");
+        let instructions: Vec<Vec<&str>> = joined
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        let repository = image.split(':').next().unwrap_or_default();
+        let deployment = services(&objects)
+            .into_iter()
+            .find(|d| {
+                d.containers().iter().any(|c| {
+                    c["image"].as_str().unwrap_or_default().split(':').next() == Some(repository)
+                })
+            })
+            .unwrap_or_else(|| panic!("no service Deployment runs {image}"));
+        let id = format!("{dockerfile} ({})", deployment.id());
+
+        // The user: the last USER instruction, numeric, the Deployment's uid and gid.
+        let user = instructions
+            .iter()
+            .rfind(|words| words.first() == Some(&"USER"))
+            .and_then(|words| words.get(1).copied())
+            .unwrap_or_else(|| panic!("{id}: a USER instruction"));
+        let pod = &deployment.spec["securityContext"];
+        assert_eq!(
+            user,
+            format!("{}:{}", pod["runAsUser"], pod["runAsGroup"]),
+            "{id}: the image's user is the pod's runAsUser:runAsGroup"
+        );
+
+        // The policy, where the image's environment points the service.
+        let policy = joined
+            .split("BOOKMESH_AUTHZ_POLICY=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{id}: ENV BOOKMESH_AUTHZ_POLICY=<path>"));
+        assert!(
+            instructions
+                .iter()
+                .any(|words| words.first() == Some(&"COPY")
+                    && words.contains(&"policy/authorization.toml")
+                    && words.last() == Some(&policy)),
+            "{id}: policy/authorization.toml is copied to {policy}"
+        );
+        // The lock file in a virtual environment, the stubs by the generator prepare.sh uses.
+        for needed in [
+            "services/notification/requirements.lock",
+            "python -m venv",
+            "clients/python/generate.sh",
+        ] {
+            assert!(joined.contains(needed), "{id}: {needed}");
+        }
+
+        // The build context keeps what the Dockerfile copies from it.
+        let ignore_path = format!("{dockerfile}.dockerignore");
+        let ignore = std::fs::read_to_string(root.join(&ignore_path))
+            .unwrap_or_else(|e| panic!("{ignore_path}: {e}"));
+        let kept: Vec<&str> = ignore
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix('!'))
+            .map(|path| path.trim_end_matches('/'))
+            .collect();
+        for words in &instructions {
+            if words.first() != Some(&"COPY") || words.iter().any(|w| w.starts_with("--from=")) {
+                continue;
+            }
+            let sources = &words[1..words.len() - 1];
+            for source in sources.iter().filter(|w| !w.starts_with("--")) {
+                let source = source.trim_end_matches('/');
+                assert!(
+                    kept.iter()
+                        .any(|k| source == *k || source.starts_with(&format!("{k}/"))),
+                    "{id}: {ignore_path} leaves out {source}, which the Dockerfile copies"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "the notification service's image is checked");
 }

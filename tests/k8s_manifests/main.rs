@@ -4,7 +4,8 @@
 //!
 //! `make check-k8s` renders every kustomization to JSON (`BOOKMESH_K8S_RENDERED`), lists the
 //! images `make images` builds (`BOOKMESH_IMAGES`), then runs these with `--ignored`; the
-//! entrypoint test needs the local PostgreSQL, MariaDB and NATS.
+//! entrypoint test needs the local PostgreSQL, MariaDB, NATS and Redis (and, for the
+//! notification service, the Python environment `make notification` prepares).
 //!
 //! `helpers.rs` reads the rendered manifests and models workloads and their environment; each
 //! other file checks one concern.

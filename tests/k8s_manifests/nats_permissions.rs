@@ -140,121 +140,11 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         .await
         .expect("stored");
 
-    // The best-seller service's replicas share one consumer of rental's stream, named after
-    // the service: it may make that consumer and pull from it...
-    let bestbook = broker.raw("bestbook").await;
-    let bestbook_stream = bestbook
-        .get_stream("BOOKMESH_RENTAL")
-        .await
-        .expect("bestbook reads rental's stream");
-    let own = bestbook_stream
-        .get_or_create_consumer(
-            "bestbook",
-            async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some("bestbook".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("bestbook makes its shared consumer");
-    let pulled = own
-        .fetch()
-        .max_messages(1)
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .expect("fetch")
-        .next()
-        .await;
-    assert!(
-        matches!(pulled, Some(Ok(_))),
-        "bestbook pulls from its own consumer"
-    );
-    // A pull as the client library makes it, by hand, so that nothing but the permission is
-    // in the way: the request on MSG.NEXT with a reply inbox, on which a pulled event arrives
-    // (under its stream subject, which is why core `request` cannot be used here).
-    let pull_next = |consumer: &str| {
-        let client = bestbook.client();
-        let subject = format!("$JS.API.CONSUMER.MSG.NEXT.BOOKMESH_RENTAL.{consumer}");
-        async move {
-            let inbox = client.new_inbox();
-            let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
-            // A denied publish is dropped by the server (and logged): nothing comes back.
-            let sent = client
-                .publish_with_reply(subject, inbox, r#"{"batch":1,"expires":1000000000}"#.into())
-                .await
-                .is_ok()
-                && client.flush().await.is_ok();
-            let answer = tokio::time::timeout(Duration::from_secs(3), replies.next()).await;
-            // A pulled event has a payload and no status; a 404 or 408 is no event.
-            sent && matches!(answer, Ok(Some(message)) if message.status.is_none() && !message.payload.is_empty())
-        }
-    };
-    assert!(
-        pull_next("bestbook").await,
-        "a raw pull from bestbook's own consumer works (the control for the next checks); the broker said:\n{}",
-        broker.log()
-    );
-    // ...but no consumer under another name, such as one per pod...
-    let per_pod = bestbook_stream
-        .get_or_create_consumer(
-            "bestbook-pod-a",
-            async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some("bestbook-pod-a".into()),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert!(per_pod.is_err(), "bestbook made a consumer of its pod");
-    // ...nor any other service's consumer of that stream: none of the durable consumers that
-    // nats.conf gives another user there.
-    let others: BTreeSet<&str> = broker
-        .config
-        .split("\"$JS.API.CONSUMER.DURABLE.CREATE.BOOKMESH_RENTAL.")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .filter(|name| *name != "*" && *name != "bestbook")
-        .collect();
-    assert!(
-        others.contains("book") && others.contains("member"),
-        "book and member consume rental's events: {others:?}"
-    );
-    for other in &others {
-        broker
-            .raw(other)
-            .await
-            .get_stream("BOOKMESH_RENTAL")
-            .await
-            .expect("its stream")
-            .get_or_create_consumer(
-                other,
-                async_nats::jetstream::consumer::pull::Config {
-                    durable_name: Some((*other).into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{other} makes its own consumer: {e}"))
-            .info()
-            .await
-            .map(|info| {
-                assert!(
-                    info.num_pending > 0,
-                    "{other}'s consumer has an event to steal"
-                )
-            })
-            .expect("its consumer's info");
-        assert!(
-            bestbook_stream
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(other)
-                .await
-                .is_err(),
-            "bestbook read {other}'s consumer"
-        );
-        assert!(
-            !pull_next(other).await,
-            "bestbook pulled from {other}'s consumer"
-        );
+    // The pure consumers (the best-seller and notification services) publish nothing; the
+    // replicas of each share one consumer of rental's stream, named after the service: it may
+    // make that consumer and pull from it...
+    for service in ["bestbook", "notification"] {
+        pure_consumer_reads_only_its_own_consumer(&broker, service).await;
     }
 
     // Not on another producer's subject...
@@ -304,4 +194,135 @@ async fn each_service_nats_user_does_its_part_of_the_event_flow_and_nothing_more
         .connect(&broker.url)
         .await;
     assert!(stranger.is_err(), "an unknown user connected");
+}
+
+/// A service that only consumes rental's events (`bestbook`, `notification`), as its NATS user:
+/// it makes its one shared durable consumer, named after itself, and pulls from it; it makes no
+/// other consumer (one per pod, say), reads and pulls from no other service's consumer of the
+/// stream, and publishes nothing.
+async fn pure_consumer_reads_only_its_own_consumer(broker: &Broker, service: &str) {
+    let js = broker.raw(service).await;
+    let stream = js
+        .get_stream("BOOKMESH_RENTAL")
+        .await
+        .unwrap_or_else(|e| panic!("{service} reads rental's stream: {e}"));
+    let own = stream
+        .get_or_create_consumer(
+            service,
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(service.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{service} makes its shared consumer: {e}"));
+    let pulled = own
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch")
+        .next()
+        .await;
+    assert!(
+        matches!(pulled, Some(Ok(_))),
+        "{service} pulls from its own consumer"
+    );
+    // A pull as the client library makes it, by hand, so that nothing but the permission is
+    // in the way: the request on MSG.NEXT with a reply inbox, on which a pulled event arrives
+    // (under its stream subject, which is why core `request` cannot be used here).
+    let pull_next = |consumer: &str| {
+        let client = js.client();
+        let subject = format!("$JS.API.CONSUMER.MSG.NEXT.BOOKMESH_RENTAL.{consumer}");
+        async move {
+            let inbox = client.new_inbox();
+            let mut replies = client.subscribe(inbox.clone()).await.expect("subscribe");
+            // A denied publish is dropped by the server (and logged): nothing comes back.
+            let sent = client
+                .publish_with_reply(subject, inbox, r#"{"batch":1,"expires":1000000000}"#.into())
+                .await
+                .is_ok()
+                && client.flush().await.is_ok();
+            let answer = tokio::time::timeout(Duration::from_secs(3), replies.next()).await;
+            // A pulled event has a payload and no status; a 404 or 408 is no event.
+            sent && matches!(answer, Ok(Some(message)) if message.status.is_none() && !message.payload.is_empty())
+        }
+    };
+    assert!(
+        pull_next(service).await,
+        "a raw pull from {service}'s own consumer works (the control for the next checks); the broker said:\n{}",
+        broker.log()
+    );
+    // ...but no consumer under another name, such as one per pod...
+    let per_pod_name = format!("{service}-pod-a");
+    let per_pod = stream
+        .get_or_create_consumer(
+            &per_pod_name,
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(per_pod_name.clone()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(per_pod.is_err(), "{service} made a consumer of its pod");
+    // ...nor any other service's consumer of that stream: none of the durable consumers that
+    // nats.conf gives another user there...
+    let others: BTreeSet<&str> = broker
+        .config
+        .split("\"$JS.API.CONSUMER.DURABLE.CREATE.BOOKMESH_RENTAL.")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|name| *name != "*" && *name != service)
+        .collect();
+    assert!(
+        others.contains("book") && others.contains("member"),
+        "book and member consume rental's events: {others:?}"
+    );
+    for other in &others {
+        broker
+            .raw(other)
+            .await
+            .get_stream("BOOKMESH_RENTAL")
+            .await
+            .expect("its stream")
+            .get_or_create_consumer(
+                other,
+                async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some((*other).into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{other} makes its own consumer: {e}"))
+            .info()
+            .await
+            .map(|info| {
+                assert!(
+                    info.num_pending > 0,
+                    "{other}'s consumer has an event to steal"
+                )
+            })
+            .expect("its consumer's info");
+        assert!(
+            stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(other)
+                .await
+                .is_err(),
+            "{service} read {other}'s consumer"
+        );
+        assert!(
+            !pull_next(other).await,
+            "{service} pulled from {other}'s consumer"
+        );
+    }
+    // ...and it publishes nothing, not even on the subject of the stream it reads.
+    let forged = async {
+        js.publish("bookmesh.rental.events", "forged".into())
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    }
+    .await;
+    assert!(forged.is_err(), "{service} published on rental's subject");
 }

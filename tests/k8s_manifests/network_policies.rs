@@ -312,8 +312,8 @@ fn network_policies_admit_exactly_the_real_callers() {
             }
         }
         assert_eq!(
-            checked_databases, 4,
-            "{overlay}: book, member, rental and bestbook databases"
+            checked_databases, 5,
+            "{overlay}: book, member, rental and bestbook databases, notification's Redis"
         );
         for pod in &pods {
             assert!(
@@ -366,7 +366,7 @@ fn the_gateway_reaches_every_service_and_only_it_reaches_their_admin_ports() {
             .expect("peer")
             .clone();
         let all = workloads(&objects);
-        let service_names = ["book", "member", "rental", "bestbook"];
+        let service_names = ["book", "member", "rental", "bestbook", "notification"];
         let mut expected: BTreeSet<(String, u16)> = BTreeSet::new();
         for service in service_names {
             let workload = all

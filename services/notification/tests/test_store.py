@@ -1,0 +1,202 @@
+"""The storage interface, one suite over both implementations: SQLite (a file per test) and
+Redis (the machine's, a unique key prefix per test, deleted afterwards)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bookmesh_notification.notices import DueItem, Notice, NoticeKind, reminder, reminder_id
+from bookmesh_notification.store import AppliedEvent, DeadLetter, StoreUnavailable
+from bookmesh_notification.store.redis import RedisStore
+from bookmesh_notification.store.sqlite import SqliteStore
+
+REDIS_URL = os.environ.get("BOOKMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SUBSCRIPTION = "notification:rental"
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        store = SqliteStore(tmp_path / "notification.db")
+    else:
+        store = RedisStore(REDIS_URL, f"bookmesh-test:notification:{uuid.uuid4()}:")
+    try:
+        await store.open()
+    except StoreUnavailable as error:
+        pytest.fail(f"the {request.param} store does not open: {error}")
+    yield store
+    if isinstance(store, RedisStore):
+        await store.drop_all()
+    await store.close()
+
+
+def notice(member_id: str, event_id: str, kind: NoticeKind = NoticeKind.RENTAL_CONFIRMED, **fields) -> Notice:
+    return Notice(
+        notice_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{event_id}/{kind}")),
+        member_id=member_id,
+        kind=kind,
+        text=f"notice of {event_id}",
+        created_at=NOW,
+        event_id=event_id,
+        **fields,
+    )
+
+
+def event(sequence: int, *notices: Notice, event_id: str | None = None, **effects) -> AppliedEvent:
+    return AppliedEvent(
+        subscription=SUBSCRIPTION,
+        event_id=event_id or str(uuid.uuid4()),
+        event_type="bookmesh.rental.v1.RentConfirmed",
+        sequence=sequence,
+        notices=notices,
+        **effects,
+    )
+
+
+async def test_an_event_writes_its_notices_moves_the_cursor_and_is_applied_once(store):
+    member = str(uuid.uuid4())
+    first = event(1, notice(member, "e1", title="Dune", due_at=NOW + timedelta(days=14), points=3, reason="r"))
+    outcome = await store.apply_event(first, NOW)
+    assert not outcome.duplicate
+    assert [n.notice_id for n in outcome.written] == [first.notices[0].notice_id]
+    assert outcome.written[0].position > 0
+    assert await store.cursor(SUBSCRIPTION) == 1
+
+    again = await store.apply_event(first, NOW + timedelta(seconds=5))
+    assert again.duplicate and again.written == ()
+    listed = await store.list_notices(member, 10)
+    assert len(listed) == 1, "a redelivery adds nothing"
+    assert listed[0] == outcome.written[0], "the notice reads back as it was written"
+    assert listed[0].due_at == NOW + timedelta(days=14)
+
+
+async def test_a_redelivery_moves_the_cursor_forward_never_back(store):
+    applied = event(5)
+    await store.apply_event(applied, NOW)
+    # The same event at a later position (a producer that re-sequenced; JetStream redelivery).
+    await store.apply_event(event(7, event_id=applied.event_id), NOW)
+    assert await store.cursor(SUBSCRIPTION) == 7
+    await store.apply_event(event(3), NOW)
+    assert await store.cursor(SUBSCRIPTION) == 7, "never back"
+
+
+async def test_a_notice_id_is_written_once_even_from_another_event(store):
+    member = str(uuid.uuid4())
+    shared = notice(member, "same")
+    await store.apply_event(event(1, shared), NOW)
+    outcome = await store.apply_event(event(2, shared), NOW)
+    assert not outcome.duplicate and outcome.written == ()
+    assert len(await store.list_notices(member, 10)) == 1
+
+
+async def test_concurrent_deliveries_of_one_event_apply_it_once(store):
+    member = str(uuid.uuid4())
+    delivered = event(1, notice(member, "e1"), notice(member, "e1", NoticeKind.DUE_SOON))
+    outcomes = await asyncio.gather(*(store.apply_event(delivered, NOW) for _ in range(8)))
+    assert sum(not o.duplicate for o in outcomes) == 1
+    assert len(await store.list_notices(member, 10)) == 2
+
+
+async def test_a_failed_apply_leaves_nothing_behind(store):
+    member = str(uuid.uuid4())
+    # The second notice cannot be written (its member id is not text): the first must not stay.
+    broken = event(9, notice(member, "ok"), notice(object(), "bad"))  # type: ignore[arg-type]
+    with pytest.raises((TypeError, ValueError, sqlite3.Error)):
+        await store.apply_event(broken, NOW)
+    assert await store.list_notices(member, 10) == []
+    assert await store.cursor(SUBSCRIPTION) == 0
+    # Not in the inbox either: the same event, repaired, applies.
+    repaired = event(9, notice(member, "ok"), event_id=broken.event_id)
+    assert not (await store.apply_event(repaired, NOW)).duplicate
+
+
+async def test_pages_are_newest_first_and_stable_while_notices_arrive(store):
+    member, other = str(uuid.uuid4()), str(uuid.uuid4())
+    for sequence in range(1, 8):
+        await store.apply_event(event(sequence, notice(member, f"m{sequence}"), notice(other, f"o{sequence}")), NOW)
+    first = await store.list_notices(member, 3)
+    assert [n.event_id for n in first] == ["m7", "m6", "m5"]
+    # A notice written between two pages does not shift the next page.
+    await store.apply_event(event(8, notice(member, "m8")), NOW)
+    second = await store.list_notices(member, 3, before=first[-1].position)
+    assert [n.event_id for n in second] == ["m4", "m3", "m2"]
+    last = await store.list_notices(member, 3, before=second[-1].position)
+    assert [n.event_id for n in last] == ["m1"]
+    assert await store.list_notices(str(uuid.uuid4()), 3) == []
+
+
+async def test_watchers_read_what_was_written_after_a_position(store):
+    member = str(uuid.uuid4())
+    assert await store.last_position(member) == 0
+    await store.apply_event(event(1, notice(member, "a")), NOW)
+    head = await store.last_position(member)
+    await store.apply_event(event(2, notice(member, "b"), notice(str(uuid.uuid4()), "x")), NOW)
+    await store.apply_event(event(3, notice(member, "c")), NOW)
+    after = await store.notices_after(member, head, 10)
+    assert [n.event_id for n in after] == ["b", "c"], "oldest first, the member's only"
+    assert await store.last_position(member) == after[-1].position
+
+
+async def test_due_items_are_reminded_once_and_forgotten_on_return(store):
+    member = str(uuid.uuid4())
+    soon = DueItem(str(uuid.uuid4()), member, str(uuid.uuid4()), "Dune", NOW + timedelta(days=1))
+    later = DueItem(str(uuid.uuid4()), member, str(uuid.uuid4()), "Emma", NOW + timedelta(days=10))
+    returned = DueItem(str(uuid.uuid4()), member, str(uuid.uuid4()), "Ulysses", NOW + timedelta(hours=5))
+    await store.apply_event(event(1, remember=(soon, later, returned)), NOW)
+    await store.apply_event(event(2, forget=(returned.item_id,)), NOW)
+
+    due = await store.due_before(NOW + timedelta(days=2), 10)
+    assert due == [soon], "due within the window, the returned one forgotten"
+
+    results = await asyncio.gather(*(store.remind(soon.item_id, reminder(soon, NOW)) for _ in range(5)))
+    written = [r for r in results if r is not None]
+    assert len(written) == 1 and written[0].notice_id == reminder_id(soon.item_id)
+    assert await store.due_before(NOW + timedelta(days=2), 10) == []
+    assert await store.remind(soon.item_id, reminder(soon, NOW)) is None, "once"
+    assert [n.kind for n in await store.list_notices(member, 10)] == [NoticeKind.DUE_SOON]
+
+    # A replayed RentConfirmed (its inbox entry pruned) does not remind again.
+    await store.apply_event(event(3, remember=(soon,)), NOW)
+    for item in await store.due_before(NOW + timedelta(days=2), 10):
+        await store.remind(item.item_id, reminder(item, NOW))
+    assert len(await store.list_notices(member, 10)) == 1
+
+
+async def test_an_item_closed_without_a_notice_writes_nothing(store):
+    member = str(uuid.uuid4())
+    past = DueItem(str(uuid.uuid4()), member, str(uuid.uuid4()), "Old", NOW - timedelta(days=1))
+    await store.apply_event(event(1, remember=(past,)), NOW)
+    assert await store.due_before(NOW, 10) == [past]
+    assert await store.remind(past.item_id, None) is None
+    assert await store.due_before(NOW, 10) == []
+    assert await store.list_notices(member, 10) == []
+
+
+async def test_the_inbox_is_pruned_by_age_only(store):
+    old, recent = event(1), event(2)
+    await store.apply_event(old, NOW - timedelta(days=8))
+    await store.apply_event(recent, NOW)
+    assert await store.prune_inbox(NOW - timedelta(days=7)) == 1
+    assert (await store.apply_event(recent, NOW)).duplicate, "recent ids are still known"
+    assert not (await store.apply_event(old, NOW)).duplicate, "a pruned id is forgotten"
+
+
+async def test_dead_letters_keep_the_envelope(store):
+    await store.apply_event(
+        event(4, event_id="poison", dead_letter=DeadLetter(b"\x00\x01envelope", "does not decode")), NOW
+    )
+    assert await store.dead_letters() == [("poison", DeadLetter(b"\x00\x01envelope", "does not decode"))]
+    assert (await store.apply_event(event(4, event_id="poison"), NOW)).duplicate
+    assert await store.cursor(SUBSCRIPTION) == 4
+
+
+async def test_opening_twice_migrates_once(store, tmp_path):
+    await store.open()
+    await store.ping()
