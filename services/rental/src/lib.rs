@@ -9,7 +9,8 @@
 //! - `deadlines`: saga steps waiting too long are reported; rentals are given up.
 //! - `upstream`: typed calls to the member and book services.
 //! - `watch`: a member's history streamed as it changes (WatchRentalHistory).
-//! - `api`: the gRPC surface; `error`: the one mapping to statuses.
+//! - `api`: the gRPC surface; `messages`: state as protobuf messages; `error`: the one
+//!   mapping to statuses.
 
 mod api;
 mod config;
@@ -18,6 +19,7 @@ pub mod domain;
 mod error;
 mod events;
 mod history;
+mod messages;
 mod saga;
 pub mod store;
 mod upstream;

@@ -26,8 +26,8 @@ use tonic::Status;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
-use crate::api::saga_messages;
 use crate::error::RentalError;
+use crate::messages::saga_messages;
 use crate::store::RentalStore;
 
 /// How often a watcher looks for changes it was not told about.
