@@ -60,6 +60,7 @@ test-db: build ## Run the persistence suites against the local PostgreSQL and Ma
 test-nats: build ## Run the event conformance suites on NATS JetStream (the local nats-server)
 	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
 	BOOKMESH_TEST_TRANSPORT=nats $(CARGO) test -p rental-service --test rental_api
+	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams
 	BOOKMESH_TEST_TRANSPORT=nats $(CARGO) test -p bookmesh-mesh-tests --test saga_consistency
 	$(CARGO) test -p bookmesh-mesh-tests --test jetstream -- --ignored
 	$(CARGO) run --quiet -p bookmesh-mesh-tests --bin drop-test-streams

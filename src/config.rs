@@ -429,6 +429,10 @@ impl EventArgs {
             args.nats_url = url;
         }
         args.nats_prefix = prefix.to_owned();
+        // JetStream reserves each stream's limit on disk up front: at 1 GiB, a suite's few
+        // dozen streams would claim more than a test machine's disk, and creating the next
+        // one would fail. A test's stream holds a few kilobytes.
+        args.nats_max_bytes = 16 * 1024 * 1024;
         args
     }
 }

@@ -38,6 +38,10 @@ impl Mesh {
             ("BOOKMESH_EVENT_TRANSPORT", transport.to_owned()),
             ("BOOKMESH_NATS_URL", self.events.nats_url.clone()),
             ("BOOKMESH_NATS_PREFIX", self.events.nats_prefix.clone()),
+            (
+                "BOOKMESH_NATS_MAX_BYTES",
+                self.events.nats_max_bytes.to_string(),
+            ),
             ("BOOKMESH_LISTEN", listen.to_owned()),
             (
                 "BOOKMESH_DATA_DIR",
