@@ -4,6 +4,13 @@
 //! returns against the rental service, at a constant rate or a fixed concurrency, for a
 //! duration or a count. Calls go through the shared client stack (discovery, several
 //! connections, balancing) with retries off, so the report shows what the mesh answered.
+//!
+//! Its members behave like real ones (`model`): they rent books that are on the shelf, return
+//! what they hold once the rental is confirmed, and stay under the five-book limit. The report
+//! separates what the rules refused (expected when the model's belief is stale) from calls
+//! that failed.
+
+mod model;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -61,8 +68,9 @@ struct Args {
     /// Requests per second (constant rate, open loop); 0 means fixed concurrency instead.
     #[arg(long, short = 'r', default_value_t = 0.0)]
     rate: f64,
-    /// Stop after this long (e.g. 30s)...
-    #[arg(long, short = 'z', value_parser = parse_duration)]
+    /// Stop after this long (e.g. 30s)... Given twice (`make loadgen ARGS="-z 30s"`), the
+    /// last one counts.
+    #[arg(long, short = 'z', value_parser = parse_duration, overrides_with = "duration")]
     duration: Option<Duration>,
     /// ...or after this many requests (default 1000 when no duration is given).
     #[arg(long, short = 'n')]
@@ -82,17 +90,16 @@ struct Args {
     /// Deadline of each call.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     timeout: Duration,
+    /// How long after a rent (or return) answered its book is returned (or rented) again at
+    /// the earliest: the rental saga's time to confirm it.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    settle: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Operation {
-    Read,
-    Rent,
-    Return,
-}
+use model::{Ended, Library, Planned, Refusal, Want as Operation};
 
 struct Mix(Vec<(Operation, u32)>);
 
@@ -134,7 +141,7 @@ struct Scenario {
     rental: Upstream,
     members: Vec<String>,
     books: Vec<String>,
-    rented: Mutex<Vec<(String, String)>>,
+    library: Mutex<Library>,
     mix: Mix,
 }
 
@@ -143,6 +150,9 @@ struct Results {
     latencies_us: Vec<u64>,
     codes: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
+    succeeded: u64,
+    refused: u64,
+    failed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -159,6 +169,13 @@ struct Report {
     p99_ms: f64,
     status_codes: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
+    /// Calls that did what was asked.
+    succeeded: u64,
+    /// Calls the rules refused (FAILED_PRECONDITION, ALREADY_EXISTS, NOT_FOUND): answers, not
+    /// failures, though a realistic load keeps them rare.
+    refused: u64,
+    /// Calls that failed: unavailable, deadline exceeded, aborted, internal…
+    failed: u64,
 }
 
 fn upstream(
@@ -253,11 +270,14 @@ async fn register(args: &Args) -> anyhow::Result<(Vec<String>, Vec<String>)> {
 
 impl Scenario {
     async fn one(&self) -> Result<(), tonic::Status> {
-        let member = &self.members[fastrand::usize(..self.members.len())];
-        match self.mix.pick() {
-            Operation::Read => {
+        let wanted = self.mix.pick();
+        let planned = self
+            .lock_library()
+            .plan(wanted, Instant::now(), &mut |n| fastrand::usize(..n));
+        let outcome = match &planned {
+            Planned::Read { member } => {
                 let request = GetRentalCardRequest {
-                    member_id: member.clone(),
+                    member_id: self.members[*member].clone(),
                     ..Default::default()
                 };
                 self.rental
@@ -273,11 +293,10 @@ impl Scenario {
                     .await
                     .map(|_| ())
             }
-            Operation::Rent => {
-                let book = self.books[fastrand::usize(..self.books.len())].clone();
+            Planned::Rent { member, book } => {
                 let request = RentBookRequest {
-                    member_id: member.clone(),
-                    book_id: book.clone(),
+                    member_id: self.members[*member].clone(),
+                    book_id: self.books[*book].clone(),
                 };
                 self.rental
                     .call(
@@ -287,27 +306,14 @@ impl Scenario {
                             RentalServiceClient::new(channel).rent_book(request).await
                         },
                     )
-                    .await?;
-                self.lock_rented().push((member.clone(), book));
-                Ok(())
+                    .await
+                    .map(|_| ())
             }
-            Operation::Return => {
-                let pair = {
-                    let mut rented = self.lock_rented();
-                    if rented.is_empty() {
-                        None
-                    } else {
-                        let index = fastrand::usize(..rented.len());
-                        Some(rented.swap_remove(index))
-                    }
+            Planned::Return { member, book } => {
+                let request = ReturnBookRequest {
+                    member_id: self.members[*member].clone(),
+                    book_id: self.books[*book].clone(),
                 };
-                let (member_id, book_id) = pair.unwrap_or_else(|| {
-                    (
-                        member.clone(),
-                        self.books[fastrand::usize(..self.books.len())].clone(),
-                    )
-                });
-                let request = ReturnBookRequest { member_id, book_id };
                 self.rental
                     .call(
                         Idempotency::Idempotent,
@@ -319,13 +325,70 @@ impl Scenario {
                     .await
                     .map(|_| ())
             }
-        }
+        };
+        self.lock_library()
+            .finish(&planned, ended(&outcome), Instant::now());
+        outcome
     }
 
-    fn lock_rented(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
-        self.rented
+    /// Learns what the members hold already (a reused `--ids-file`, an earlier run).
+    async fn read_cards(&self) -> anyhow::Result<()> {
+        let index: std::collections::HashMap<&str, usize> = self
+            .books
+            .iter()
+            .enumerate()
+            .map(|(i, book)| (book.as_str(), i))
+            .collect();
+        for (member, member_id) in self.members.iter().enumerate() {
+            let request = GetRentalCardRequest {
+                member_id: member_id.clone(),
+                ..Default::default()
+            };
+            let card = self
+                .rental
+                .call(
+                    Idempotency::Idempotent,
+                    request,
+                    |channel, request| async move {
+                        RentalServiceClient::new(channel)
+                            .get_rental_card(request)
+                            .await
+                    },
+                )
+                .await;
+            let card = match card {
+                Ok(answer) => answer.rental_card.unwrap_or_default(),
+                // Never rented: nothing held.
+                Err(status) if status.code() == Code::NotFound => continue,
+                Err(status) => bail!("reading {member_id}'s card: {status}"),
+            };
+            let mut library = self.lock_library();
+            for item in card.rented_items {
+                if let Some(book) = index.get(item.book_id.as_str()) {
+                    library.holds(member, *book, Instant::now());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_library(&self) -> std::sync::MutexGuard<'_, Library> {
+        self.library
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How a call ended, for the model and the report: the rules' refusals apart from failures.
+fn ended(outcome: &Result<(), tonic::Status>) -> Ended {
+    match outcome {
+        Ok(()) => Ended::Succeeded,
+        Err(status) => match status.code() {
+            Code::NotFound => Ended::Refused(Refusal::NotThere),
+            Code::AlreadyExists => Ended::Refused(Refusal::AlreadyThere),
+            Code::FailedPrecondition => Ended::Refused(Refusal::NotNow),
+            _ => Ended::Failed,
+        },
     }
 }
 
@@ -340,6 +403,11 @@ fn record(results: &Mutex<Results>, started: Instant, outcome: Result<(), tonic:
         Err(status) => status.code(),
     };
     *results.codes.entry(format!("{code:?}")).or_default() += 1;
+    match ended(&outcome) {
+        Ended::Succeeded => results.succeeded += 1,
+        Ended::Refused(_) => results.refused += 1,
+        Ended::Failed => results.failed += 1,
+    }
     if let Err(status) = outcome {
         *results
             .errors
@@ -398,6 +466,9 @@ fn report(results: Results, total: Duration) -> Report {
         p99_ms: percentile(99.0),
         status_codes: results.codes,
         errors: results.errors,
+        succeeded: results.succeeded,
+        refused: results.refused,
+        failed: results.failed,
     }
 }
 
@@ -420,6 +491,11 @@ fn print_report(report: &Report) {
     ] {
         println!("  {label} % in {value:.2} ms");
     }
+    println!();
+    println!(
+        "Outcomes:     {} succeeded, {} refused by the rules, {} failed",
+        report.succeeded, report.refused, report.failed
+    );
     println!();
     println!("Status code distribution:");
     for (code, n) in &report.status_codes {
@@ -457,11 +533,17 @@ async fn main() -> anyhow::Result<()> {
             args.timeout,
             &Identity::from_args(&args.identity, "loadgen")?,
         )?,
+        library: Mutex::new(Library::new(
+            members.len(),
+            books.len(),
+            args.settle,
+            Instant::now(),
+        )),
         members,
         books,
-        rented: Mutex::new(Vec::new()),
         mix,
     });
+    scenario.read_cards().await?;
     let results = Arc::new(Mutex::new(Results::default()));
     let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
@@ -532,6 +614,10 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     let report = report(results, total);
+    eprintln!(
+        "loadgen: {} books on the members' cards at the end, as loadgen believes",
+        scenario.lock_library().held()
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
