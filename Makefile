@@ -130,6 +130,12 @@ soak: build tools ## Load the mesh for DURATION seconds (default 300) while SIGK
 check: ## Check that the running mesh (make run) is consistent once the sagas settle
 	$(CARGO) run --quiet -p bookmesh-check --
 
+.PHONY: bench
+bench: ## Benchmark on release builds: reads through the full stack against bare tonic (table, target/bench/reads.json, docs/images/bench-reads.svg); BENCH_DB=postgres for PostgreSQL (docs/performance.md)
+	$(CARGO) build --release -p book-service -p bookmesh-bench
+	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" reads --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),3) --db $(or $(BENCH_DB),sqlite) \
+	  --json target/bench/reads-$(or $(BENCH_DB),sqlite).json --svg docs/images/bench-reads-$(or $(BENCH_DB),sqlite).svg
+
 .PHONY: bench-security
 bench-security: ## What mTLS and authorization cost GetBook against plaintext, on release builds (docs/security.md)
 	$(CARGO) build --release -p book-service -p bookmesh-bench

@@ -93,6 +93,7 @@ where
             settled: false,
         };
         let callers_deadline = call.callers_deadline;
+        let stream_open = call.stream_deadline.is_some();
         let outcome = self.inner.call(call);
         Box::pin(async move {
             let mut permit = permit;
@@ -104,6 +105,14 @@ where
                 // careless caller must not open the breaker for everyone else.
                 Err(Failure::Answered(status))
                     if callers_deadline && ran_out_of_time(status.code()) =>
+                {
+                    None
+                }
+                // A stream refused because its server serves as many streams as it allows
+                // (watchers): a quota one caller can fill, not an unwell upstream. Counting
+                // it would let one member's open tabs open the breaker for every call.
+                Err(Failure::Answered(status))
+                    if stream_open && status.code() == Code::ResourceExhausted =>
                 {
                     None
                 }

@@ -199,7 +199,12 @@ where
                     // Nothing was sent: nothing to retry, nothing learned about the upstream.
                     Err(other) => return Err(other),
                 };
-                let retryable = is_retryable(status.code());
+                // A stream refused for its quota (RESOURCE_EXHAUSTED on open) is not retried:
+                // the quota stays full for a while, and retries would spend the budget the
+                // unary calls share.
+                let quota =
+                    call.stream_deadline.is_some() && status.code() == Code::ResourceExhausted;
+                let retryable = is_retryable(status.code()) && !quota;
                 if retryable {
                     throttle.record_failure();
                 } else {

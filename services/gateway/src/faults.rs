@@ -21,11 +21,15 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct FaultSwitches {
     targets: Arc<AdminTargets>,
+    requires_token: bool,
 }
 
 impl FaultSwitches {
-    pub fn new(targets: Arc<AdminTargets>) -> Self {
-        Self { targets }
+    pub fn new(targets: Arc<AdminTargets>, requires_token: bool) -> Self {
+        Self {
+            targets,
+            requires_token,
+        }
     }
 
     /// Answers a request under `/api/faults`.
@@ -56,6 +60,14 @@ impl FaultSwitches {
             return not_found();
         }
         let method = request.method().clone();
+        if request.headers().get(header::AUTHORIZATION).is_none() && self.requires_token {
+            // Every replica would refuse it: do not fan out for nothing.
+            return reply::error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "switching a fault needs a token with role admin",
+            );
+        }
         if method != Method::PUT && method != Method::DELETE {
             return reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -153,7 +153,7 @@ pub async fn serve_until(
         console: console::Console::new(config.console_dir.clone()),
         sign_in,
         mesh: mesh::MeshView::new(admin_targets.clone()),
-        faults: faults::FaultSwitches::new(admin_targets),
+        faults: faults::FaultSwitches::new(admin_targets, !identity.is_plaintext()),
     });
     // One slot per open connection: past --max-connections a new one is closed at once, so
     // a flood of idle sockets cannot exhaust the process's descriptors or memory.
@@ -246,6 +246,13 @@ impl Gateway {
         }
         if path == "/auth/dev-token" {
             return match (&self.sign_in, method == Method::POST) {
+                // Only for a page of this machine: a site elsewhere that rebinds its name to
+                // 127.0.0.1 must not get staff tokens from a developer's gateway.
+                (Some(_), true) if !sign_in::from_this_machine(&request) => reply::error(
+                    StatusCode::FORBIDDEN,
+                    "permission_denied",
+                    "development sign-in answers pages served from localhost only",
+                ),
                 (Some(sign_in), true) => sign_in.issue(request).await,
                 (Some(_), false) => reply::error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -258,6 +265,15 @@ impl Gateway {
                     "development sign-in is off: sign in with the identity provider",
                 ),
             };
+        }
+        if path.starts_with("/api/") && self.requires_token && !has_bearer(&request) {
+            // The mesh's replicas and faults are operators' business: not for anonymous
+            // callers at the edge (each service still checks a fault switch's token itself).
+            return reply::error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "sign in: send `authorization: Bearer <token>`",
+            );
         }
         if path == "/api/mesh" && method == Method::GET {
             return self.mesh.answer().await;
@@ -284,4 +300,13 @@ impl Gateway {
         bookmesh::service::in_http_server_span(name, traceparent.as_deref(), self.rpc(request))
             .await
     }
+}
+
+/// Whether the request carries a bearer token (the services verify it).
+fn has_bearer(request: &hyper::Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer "))
 }

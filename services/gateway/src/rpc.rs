@@ -311,8 +311,11 @@ async fn pump(
             message = upstream.message() => match message {
                 Ok(Some(message)) => {
                     let frame = grpc_web::message_frame(&message, encoding);
-                    if tx.send(Ok(Frame::data(Bytes::from(frame)))).await.is_err() {
-                        return; // the browser went away; dropping `upstream` cancels the call
+                    if !send(&tx, frame, ends_at, &mut stopping).await {
+                        // The browser went away, stopped reading until the deadline, or the
+                        // gateway stops: dropping `upstream` cancels the call and gives its
+                        // share of the upstream connection's window back.
+                        return;
                     }
                 }
                 Ok(None) => break Status::ok(""),
@@ -327,11 +330,38 @@ async fn pump(
             () = tx.closed() => return,
         }
     };
-    let _ = tx
-        .send(Ok(Frame::data(Bytes::from(grpc_web::trailer_frame(
-            &status, encoding,
-        )))))
-        .await;
+    // The trailers get a moment of their own: a stream ending at its deadline still says how.
+    let trailers = grpc_web::trailer_frame(&status, encoding);
+    let _ = tokio::time::timeout(
+        STREAM_GRACE,
+        tx.send(Ok(Frame::data(Bytes::from(trailers)))),
+    )
+    .await;
+}
+
+/// Sends `frame` to the browser, unless the stream's end (`ends_at`) or the gateway's stop
+/// comes first: a browser that keeps its connection open without reading must not hold the
+/// stream (and the upstream's flow-control window) past its deadline. Whether it was sent.
+async fn send(
+    tx: &mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    frame: Vec<u8>,
+    ends_at: tokio::time::Instant,
+    stopping: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        permit = tx.reserve() => match permit {
+            Ok(permit) => {
+                permit.send(Ok(Frame::data(Bytes::from(frame))));
+                true
+            }
+            Err(_) => false,
+        },
+        () = tokio::time::sleep_until(ends_at) => false,
+        () = async {
+            // The guard `wait_for` returns must not live across an await.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        } => false,
+    }
 }
 
 /// Whether the request's `header` names a compression other than `identity`: the gateway

@@ -90,3 +90,30 @@ impl DevSignIn {
 fn invalid(message: &str) -> Response {
     reply::error(StatusCode::BAD_REQUEST, "invalid_argument", message)
 }
+
+/// Whether the request comes from a page of this machine: its `Host` is localhost or a
+/// loopback address (any port), and so is its `Origin` when it sends one. A DNS-rebinding page
+/// reaches 127.0.0.1 under its own name, which this refuses.
+pub fn from_this_machine(request: &hyper::Request<Incoming>) -> bool {
+    let local = |authority: &str| {
+        let host = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(authority, |(host, _)| host);
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    };
+    let header = |name: http::header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let host_ok = header(http::header::HOST).is_some_and(local);
+    let origin_ok = header(http::header::ORIGIN).is_none_or(|origin| {
+        origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(local)
+    });
+    host_ok && origin_ok
+}

@@ -34,10 +34,13 @@ async fn send(
             .await
             .expect("handshake");
     tokio::spawn(connection);
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", address);
+    let mut request = http::Request::builder().method(method).uri(path);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", address);
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -313,6 +316,21 @@ async fn development_sign_in_signs_tokens_the_services_would_verify_and_only_whe
         (claims.subject, claims.roles),
         (member, vec!["member".to_owned()])
     );
+    // A page elsewhere that rebinds its name to this machine gets nothing.
+    for (name, value) in [
+        ("host", "rebind.example:8080"),
+        ("origin", "http://rebind.example"),
+    ] {
+        let (status, _, _) = call(
+            &mesh.gateway,
+            "POST",
+            "/auth/dev-token",
+            &[("content-type", "application/json"), (name, value)],
+            r#"{"role":"admin"}"#,
+        )
+        .await;
+        assert_eq!(status, 403, "{name}: {value}");
+    }
     for bad in [
         json!({"role": "member"}),
         json!({"role": "root"}),

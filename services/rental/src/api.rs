@@ -17,7 +17,7 @@ use crate::error::RentalError;
 use crate::messages::{card_message, saga_messages};
 use crate::store::RentalStore;
 use crate::upstream::Upstreams;
-use crate::watch::{HistoryStream, MAX_LIFETIME, Watchers};
+use crate::watch::{END_BEFORE_DEADLINE, HistoryStream, MAX_LIFETIME, Watchers};
 
 pub struct RentalApi {
     store: RentalStore,
@@ -76,12 +76,16 @@ impl pb::rental_service_server::RentalService for RentalApi {
         // The caller's own deadline, not the server's request timeout (which bounds answering
         // a call, not a stream's life): a stream lasts until the deadline, at most
         // MAX_LIFETIME.
+        // It ends a little before the deadline, so the caller sees the OK it was promised
+        // rather than its own DEADLINE_EXCEEDED.
         let lifetime = request
             .metadata()
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(bookmesh::deadline::parse_grpc_timeout)
-            .unwrap_or(MAX_LIFETIME);
+            .map_or(MAX_LIFETIME, |timeout| {
+                timeout.saturating_sub(END_BEFORE_DEADLINE)
+            });
         Ok(Response::new(self.watchers.open(member_id, lifetime)?))
     }
 

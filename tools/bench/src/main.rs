@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bookmesh::identity::{CredentialFiles, Credentials, SpiffeId};
 use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
-use bookmesh::proto::book::v1::{GetBookRequest, RegisterBookRequest};
+use bookmesh::proto::book::v1::{GetBookRequest, ListBooksRequest, RegisterBookRequest};
 use clap::{Parser, Subcommand};
+
+mod reads;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -52,6 +54,16 @@ enum Bench {
         /// Folder of the book-service binary (default: this binary's own folder).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+    },
+    /// Reads through the full stack against the limit: a bare tonic server answering the
+    /// same GetBook message; book-service's GetBook and ListBooks on SQLite (or PostgreSQL
+    /// with BENCH_DB=postgres). A table of ratios, a JSON file and an SVG chart.
+    Reads(reads::ReadsArgs),
+    /// The bare tonic server `reads` measures against (started by it, pinned to a core).
+    BareServer {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -104,20 +116,38 @@ impl Figures {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Bench::Security {
-        duration,
-        connections,
-        concurrency,
-        rounds,
-        bin_dir,
-    } = Args::parse().bench;
-    let bin_dir = match bin_dir {
+    match Args::parse().bench {
+        Bench::Security {
+            duration,
+            connections,
+            concurrency,
+            rounds,
+            bin_dir,
+        } => security(duration, connections, concurrency, rounds, bin_dir).await,
+        Bench::Reads(args) => reads::run(args).await,
+        Bench::BareServer { listen } => reads::serve_bare(listen).await,
+    }
+}
+
+/// The folder of the binaries: `--bin-dir`, or this binary's own.
+fn binaries(bin_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match bin_dir {
         Some(dir) => dir,
         None => std::env::current_exe()?
             .parent()
             .context("no folder")?
             .to_path_buf(),
-    };
+    })
+}
+
+async fn security(
+    duration: Duration,
+    connections: usize,
+    concurrency: usize,
+    rounds: u32,
+    bin_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let bin_dir = binaries(bin_dir)?;
     let work = tempfile::tempdir()?;
     let pki = work.path().join("pki");
     bookmesh::identity::pki::ensure_local(
@@ -378,10 +408,37 @@ async fn tonic_health_ready(channel: Channel) -> bool {
         .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32)
 }
 
+/// The call a load sends.
+#[derive(Debug, Clone)]
+enum Op {
+    GetBook(String),
+    /// The first page (20 books).
+    ListBooks,
+}
+
 /// `concurrency` loops of GetBook over `channels` for `duration`.
 async fn load(
     channels: &[Channel],
     book_id: &str,
+    authorization: Option<&str>,
+    duration: Duration,
+    concurrency: usize,
+) -> Figures {
+    load_op(
+        channels,
+        &Op::GetBook(book_id.to_owned()),
+        authorization,
+        duration,
+        concurrency,
+    )
+    .await
+}
+
+/// `concurrency` loops of `op` over `channels` for `duration`, in a closed loop (each worker
+/// sends its next call when the last answered).
+async fn load_op(
+    channels: &[Channel],
+    op: &Op,
     authorization: Option<&str>,
     duration: Duration,
     concurrency: usize,
@@ -391,23 +448,39 @@ async fn load(
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
         let mut client = BookServiceClient::new(channels[worker % channels.len()].clone());
-        let book_id = book_id.to_owned();
+        let op = op.clone();
         let authorization = authorization
             .map(|value| value.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>());
         workers.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             while Instant::now() < until {
-                let mut request = tonic::Request::new(GetBookRequest {
-                    book_id: book_id.clone(),
-                });
+                let mut metadata = tonic::metadata::MetadataMap::new();
                 if let Some(Ok(value)) = &authorization {
-                    request
-                        .metadata_mut()
-                        .insert("authorization", value.clone());
+                    metadata.insert("authorization", value.clone());
                 }
                 let sent = Instant::now();
-                match client.get_book(request).await {
+                let answered = match &op {
+                    Op::GetBook(book_id) => client
+                        .get_book(tonic::Request::from_parts(
+                            metadata,
+                            Default::default(),
+                            GetBookRequest {
+                                book_id: book_id.clone(),
+                            },
+                        ))
+                        .await
+                        .map(|_| ()),
+                    Op::ListBooks => client
+                        .list_books(tonic::Request::from_parts(
+                            metadata,
+                            Default::default(),
+                            ListBooksRequest::default(),
+                        ))
+                        .await
+                        .map(|_| ()),
+                };
+                match answered {
                     Ok(_) => {
                         latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
                     }

@@ -152,3 +152,46 @@ async fn a_watch_of_a_malformed_member_id_is_refused_with_the_field() {
     assert_eq!(violations.len(), 1);
     assert_eq!(violations[0].field, "member_id");
 }
+
+#[tokio::test]
+async fn one_member_cannot_take_every_watcher_slot() {
+    let mut mesh = start_mesh().await;
+    let (member, other) = (mesh.member().await, mesh.member().await);
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        open.push(
+            mesh.rental
+                .watch_rental_history(watch_request(&member))
+                .await
+                .expect("within the member's share")
+                .into_inner(),
+        );
+    }
+    let refused = mesh
+        .rental
+        .watch_rental_history(watch_request(&member))
+        .await
+        .expect_err("a ninth stream for one member");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        refused.get_details_error_info().map(|info| info.reason),
+        Some("HISTORY_WATCHERS_PER_MEMBER_EXHAUSTED".to_owned())
+    );
+    // Others are not affected, and a closed stream gives its share back.
+    mesh.rental
+        .watch_rental_history(watch_request(&other))
+        .await
+        .expect("another member");
+    drop(open.pop());
+    bookmesh::testing::eventually("the share given back", Duration::from_secs(10), || {
+        let mut rental = mesh.rental.clone();
+        let member = member.clone();
+        async move {
+            rental
+                .watch_rental_history(watch_request(&member))
+                .await
+                .ok()
+        }
+    })
+    .await;
+}
