@@ -157,6 +157,8 @@ struct Row {
 pub async fn run(args: ReadsArgs) -> anyhow::Result<()> {
     let bin_dir = binaries(args.bin_dir.clone())?;
     let work = tempfile::tempdir()?;
+    // Before pinning: afterwards this process sees only its own core.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let pinned = pin_load_to_core(1);
     let mut rows: Vec<Row> = [Way::Bare, Way::GetBook, Way::ListBooks]
         .into_iter()
@@ -239,7 +241,7 @@ pub async fn run(args: ReadsArgs) -> anyhow::Result<()> {
             "seconds_per_round": args.duration.as_secs_f64(),
             "database": args.db,
             "pinned": pinned,
-            "cores": std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            "cores": cores,
             "ways": json_rows,
         });
         write(path, serde_json::to_string_pretty(&document)?.as_bytes())?;
@@ -409,7 +411,7 @@ async fn connect(url: &str, connections: usize) -> anyhow::Result<Vec<tonic::tra
 
 /// A bar chart: throughput per way (bars, with the share of bare tonic), and p99 beside it.
 fn chart(rows: &[Row], median: impl Fn(&[f64]) -> f64) -> String {
-    let width = 640.0;
+    let width = 760.0;
     let bar_height = 28.0;
     let left = 230.0;
     let top = 40.0;
@@ -426,7 +428,7 @@ fn chart(rows: &[Row], median: impl Fn(&[f64]) -> f64) -> String {
     for (i, row) in rows.iter().enumerate() {
         let throughput = median(&row.throughputs);
         let y = top + i as f64 * (bar_height + 14.0);
-        let length = (width - left - 150.0) * (throughput / bare).min(1.0);
+        let length = (width - left - 270.0) * (throughput / bare).min(1.0);
         let colour = if row.way == Way::Bare {
             "#9aa5b1"
         } else {
