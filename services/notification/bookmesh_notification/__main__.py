@@ -3,6 +3,9 @@
 reminds, prunes; on SIGTERM or SIGINT drains as the Rust services do (docs/server-runtime.md):
 NOT_SERVING at once, BOOKMESH_DRAIN_DELAY, no new connections, watch and health streams ended
 (UNAVAILABLE), in-flight calls given BOOKMESH_SHUTDOWN_GRACE, exit 0.
+
+Every long-lived task is supervised (readiness.py): each catches and logs what goes wrong in
+one round and goes on, and one that ends anyway fails the service (NOT_SERVING, not live).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from .auth import Authorizer, Policy, PolicyError, SpiffeId, TokenVerifier, is_k
 from .config import WORKLOAD, Config, ConfigError
 from .readiness import Readiness
 from .stack import ServerStack
-from .store import NoticeStore, StoreUnavailable, from_config
-from .tls import TlsFront
+from .store import NoticeStore, StoreError, StoreUnavailable, from_config
+from .tls import FrontOnly, TlsFront
 from .watch import NoticeHub, Watchers
 
 log = logging.getLogger("bookmesh_notification")
@@ -51,7 +54,8 @@ def _authorizer(config: Config) -> Authorizer:
 
 async def _keep_ready(store: NoticeStore, readiness: Readiness, interval: float) -> None:
     """Opens and migrates the store (retrying until it answers), then checks it every
-    `interval`: readiness, and so health, follows."""
+    `interval`: readiness, and so health, follows. Whatever fails is logged and tried again:
+    this task must not end before the service does."""
     opened, backoff = False, 0.1
     while not readiness.stopping.is_set():
         try:
@@ -64,6 +68,12 @@ async def _keep_ready(store: NoticeStore, readiness: Readiness, interval: float)
             await readiness.set_serving(True)
         except StoreUnavailable as error:
             log.warning("store unavailable", extra={"error": str(error)})
+            await readiness.set_serving(False)
+        except StoreError as error:
+            log.error("the store answers with an error", extra={"error": str(error)})
+            await readiness.set_serving(False)
+        except Exception:  # noqa: BLE001 - a bug or the unforeseen: not ready, and said why
+            log.exception("the store check failed")
             await readiness.set_serving(False)
         if await readiness.sleep(interval if opened else backoff):
             return
@@ -82,6 +92,11 @@ async def run(config: Config) -> int:
         )
 
     front: TlsFront | None = None
+    interceptors: list = []
+    if authorizer is not None:
+        # The gRPC server listens on loopback behind the TLS front: a call on any other
+        # connection (a local process dialing the port) skipped TLS and is refused.
+        interceptors.append(FrontOnly(lambda peer: front is not None and front.peer_of(peer) is not None))
     stack = ServerStack(
         server.SERVICE_NAME,
         readiness,
@@ -90,8 +105,9 @@ async def run(config: Config) -> int:
         config.request_timeout,
         config.max_concurrent_requests,
     )
-    api = NotificationService(store, Watchers(store, hub, readiness, config.max_notice_watchers))
-    grpc_server, health = server.build(config, readiness, api, [stack])
+    watchers = Watchers(store, hub, readiness, config.max_notice_watchers, config.max_notice_watchers_per_member)
+    api = NotificationService(store, watchers)
+    grpc_server, health = server.build(config, readiness, api, [*interceptors, stack])
     await server.follow_readiness(health, readiness)
 
     host, port = config.listen
@@ -145,12 +161,16 @@ async def run(config: Config) -> int:
         asyncio.create_task(_keep_ready(store, readiness, config.readiness_interval), name="readiness"),
         asyncio.create_task(consuming, name="consumer"),
         asyncio.create_task(reminders.run_reminders(store, hub, readiness, config.reminder_interval), name="reminders"),
-        asyncio.create_task(
-            reminders.run_pruning(store, readiness, config.prune_interval, config.inbox_retention), name="pruning"
-        ),
     ]
+    if config.prune_interval > 0:  # 0: never prune
+        pruning = reminders.run_pruning(
+            store, readiness, config.prune_interval, config.inbox_retention, config.notice_retention
+        )
+        tasks.append(asyncio.create_task(pruning, name="pruning"))
     if front is not None:
         tasks.append(asyncio.create_task(front.watch_files(readiness.stopping), name="credentials"))
+    for task in tasks:
+        readiness.supervise(task)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

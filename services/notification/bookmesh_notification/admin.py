@@ -2,7 +2,8 @@
 gRPC so scrapes and probes never compete with traffic, as the Rust services' (src/admin.rs):
 
 - `GET /metrics`: Prometheus text;
-- `GET /healthz`: 200 while the process runs;
+- `GET /healthz`: 200 while the process runs, 503 once it failed (a background task died:
+  restart it);
 - `GET /readyz`: 200 when the store is open and answering and the service is not stopping,
   503 otherwise;
 - `GET /faults`: this service injects no faults; it says so in the shape the gateway's fault
@@ -55,7 +56,9 @@ class AdminServer:
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(telemetry.REGISTRY)
         if path == "/healthz":
-            return 200, "text/plain", b"ok\n"
+            if self._readiness.alive:
+                return 200, "text/plain", b"ok\n"
+            return 503, "text/plain", f"failed: {self._readiness.failure}\n".encode()
         if path == "/readyz":
             if self._readiness.serving:
                 return 200, "text/plain", b"ready\n"

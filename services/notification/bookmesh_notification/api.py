@@ -14,7 +14,7 @@ from bookmesh.notification.v1 import notification_pb2_grpc
 from .notices import Notice
 from .paging import PageRequest
 from .stack import stream_opened
-from .store import NoticeStore, StoreUnavailable
+from .store import NoticeStore, StoreError
 from .validation import FieldViolations, StatusError, parse_uuid
 from .watch import MAX_LIFETIME, Watchers
 
@@ -47,7 +47,9 @@ def to_message(notice: Notice) -> pb.Notice:
     )
 
 
-def _unavailable(error: StoreUnavailable) -> StatusError:
+def _unavailable(error: StoreError) -> StatusError:
+    # Unreachable, or answering with an error (a full Redis, a failover): either may pass, and
+    # neither is this call's fault, so UNAVAILABLE (retryable), not INTERNAL.
     return StatusError(grpc.StatusCode.UNAVAILABLE, "notices cannot be read now, try again")
 
 
@@ -65,7 +67,7 @@ class NotificationService(notification_pb2_grpc.NotificationServiceServicer):
         violations.raise_if_any()
         try:
             rows = await self._store.list_notices(member_id, page.fetch_limit, page.before)
-        except StoreUnavailable as error:
+        except StoreError as error:
             raise _unavailable(error) from error
         rows, next_token = page.finish(rows, lambda notice: notice.position)
         return pb.ListNoticesResponse(notices=[to_message(n) for n in rows], next_page_token=next_token)
@@ -78,16 +80,16 @@ class NotificationService(notification_pb2_grpc.NotificationServiceServicer):
         # call, not a stream's life): the stream lasts until then, at most MAX_LIFETIME.
         remaining = context.time_remaining()
         lifetime = MAX_LIFETIME if remaining is None else max(0.0, min(MAX_LIFETIME, remaining - STREAM_END_MARGIN))
-        self._watchers.acquire()
+        self._watchers.acquire(member_id)
         try:
             try:
                 # Notices written from now on: what is already there, ListNotices shows.
                 head = await self._store.last_position(member_id)
-            except StoreUnavailable as error:
+            except StoreError as error:
                 raise _unavailable(error) from error
             await context.send_initial_metadata(())
             stream_opened()
             async for notice in self._watchers.follow(member_id, head, lifetime):
                 yield pb.WatchNoticesResponse(notice=to_message(notice))
         finally:
-            self._watchers.release()
+            self._watchers.release(member_id)

@@ -4,7 +4,8 @@
   (`spiffe://<trust domain>/ns/<namespace>/sa/<workload>`), counted only in this service's
   trust domain and namespace;
 - its **user** is a verified `authorization: Bearer <JWT>` (EdDSA, ES256 or RS256; issuer,
-  audience, expiry with 30 s of leeway; `sub` and `roles` claims);
+  audience, expiry with 30 s of leeway; `sub`, `roles`, and `iat` present; the claims' types as
+  the Rust services read them, `aud` a single string);
 - the **policy** (policy/authorization.toml) says per RPC who may call it: default deny,
   `anyone`, `workloads`, `roles`, `self = {role, field}`, optionally only on some `servers`.
 
@@ -114,6 +115,22 @@ LEEWAY_SECONDS = 30
 MAX_TOKEN_BYTES = 8 * 1024
 #: Tokens remembered as verified (a client sends the same one on every call).
 VERIFIED_TOKENS = 1024
+#: PyJWT checks the signature only; the claims are checked by `_raw_claims` and `verify`, as
+#: jsonwebtoken checks them for the Rust services. (PyJWT would refuse an `iat` in the future
+#: and an `nbf` not reached yet, which jsonwebtoken does not look at, and accept an `aud` array
+#: and a missing `iat`, which the Rust services refuse.)
+_SIGNATURE_ONLY = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_iss": False,
+    "verify_aud": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "require": [],
+}
+_U64 = 2**64
 
 
 @dataclass(frozen=True)
@@ -198,7 +215,7 @@ class TokenVerifier:
                 token = authorization[len(prefix) :].strip()
         if not token or len(token) > MAX_TOKEN_BYTES:
             raise TokenRefusal(MALFORMED)
-        now = time.time()
+        now = int(time.time())
         with self._lock:
             remembered = self._verified.get(token)
             keys = self._keys
@@ -212,39 +229,25 @@ class TokenVerifier:
         candidates = [
             k for k in keys if k.algorithm == algorithm and (not key_id or not k.key_id or k.key_id == key_id)
         ]
-        refusal = BAD_SIGNATURE
         for candidate in candidates:
             try:
-                data = jwt.decode(
-                    token,
-                    key=candidate.key,
-                    algorithms=[candidate.algorithm],
-                    audience=self._audience,
-                    issuer=self._issuer,
-                    leeway=LEEWAY_SECONDS,
-                    options={"require": ["exp", "iss", "aud", "sub"]},
-                )
+                data = jwt.decode(token, key=candidate.key, algorithms=[candidate.algorithm], options=_SIGNATURE_ONLY)
             except jwt.InvalidSignatureError:
                 continue  # another key may have signed it
-            except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError) as error:
-                raise TokenRefusal(EXPIRED) from error
-            except jwt.InvalidIssuerError as error:
-                raise TokenRefusal(WRONG_ISSUER) from error
-            except jwt.InvalidAudienceError as error:
-                raise TokenRefusal(WRONG_AUDIENCE) from error
             except jwt.PyJWTError as error:
                 raise TokenRefusal(MALFORMED) from error
-            roles = data.get("roles", [])
-            if (
-                not isinstance(data.get("sub"), str)
-                or not isinstance(roles, list)
-                or not all(isinstance(role, str) for role in roles)
-            ):
-                raise TokenRefusal(MALFORMED)
-            claims = Claims(subject=data["sub"], roles=tuple(roles))
-            self._remember(token, claims, float(data["exp"]), keys)
+            # This key signed it: the claims decide now, in jsonwebtoken's order (the shape,
+            # then expiry, issuer, audience).
+            claims, issuer, audience, expires = _raw_claims(data)
+            if expires < now - LEEWAY_SECONDS:
+                raise TokenRefusal(EXPIRED)
+            if issuer != self._issuer:
+                raise TokenRefusal(WRONG_ISSUER)
+            if audience != self._audience:
+                raise TokenRefusal(WRONG_AUDIENCE)
+            self._remember(token, claims, float(expires), keys)
             return claims
-        raise TokenRefusal(refusal)
+        raise TokenRefusal(BAD_SIGNATURE)
 
     def _remember(self, token: str, claims: Claims, expires: float, keys: list[_Key]) -> None:
         with self._lock:
@@ -253,6 +256,30 @@ class TokenVerifier:
             self._verified[token] = (claims, expires)
             while len(self._verified) > VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
+
+
+def _raw_claims(data) -> tuple[Claims, str, str, int]:
+    """The claims, the issuer, the audience and the expiry, read as src/auth/token.rs reads
+    them (`RawClaims`, by serde): `sub`, `iss` and `aud` strings (an `aud` array is refused,
+    though RFC 7519 allows one), `exp` and `iat` whole numbers from 0 to 2^64 - 1 (`iat` required,
+    its value not checked), `roles` absent or a list of strings; other claims ignored. Anything
+    else is TOKEN_MALFORMED, as the Rust services' deserialization error is."""
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _U64
+
+    if not isinstance(data, dict):
+        raise TokenRefusal(MALFORMED)
+    roles = data.get("roles", [])
+    if (
+        not all(isinstance(data.get(name), str) for name in ("sub", "iss", "aud"))
+        or not whole(data.get("exp"))
+        or not whole(data.get("iat"))
+        or not isinstance(roles, list)
+        or not all(isinstance(role, str) for role in roles)
+    ):
+        raise TokenRefusal(MALFORMED)
+    return Claims(subject=data["sub"], roles=tuple(roles)), data["iss"], data["aud"], data["exp"]
 
 
 def _fetch_jwks(url: str) -> list[_Key]:

@@ -106,6 +106,9 @@ class Config:
     nats_replica_consumer: str | None = None
     inbox_retention: float = 7 * 86400.0
     prune_interval: float = 600.0
+    # Bounds on what is kept (Redis runs with `noeviction`: what is never deleted fills it).
+    notice_retention: float = 90 * 86400.0
+    max_notices_per_member: int = 200
     reminder_interval: float = 60.0
     # Identity and authorization.
     pki_dir: Path = Path("data/pki")
@@ -138,6 +141,7 @@ class Config:
     shutdown_grace: float = 20.0
     readiness_interval: float = 5.0
     max_notice_watchers: int = 256
+    max_notice_watchers_per_member: int = 8
 
     @property
     def certificate(self) -> Path:
@@ -188,7 +192,15 @@ class Config:
                 errors.append(f"{variable}: {error}")
         if errors:
             raise ConfigError("; ".join(errors))
-        return cls(**values)
+        config = cls(**values)
+        if config.notice_retention < config.inbox_retention:
+            # A notice's id stops a replayed event from writing it twice only while the notice
+            # is kept; the inbox stops replays only for its own retention.
+            raise ConfigError(
+                "BOOKMESH_NOTICE_RETENTION: must be at least BOOKMESH_INBOX_RETENTION (an event may be "
+                "delivered again that long)"
+            )
+        return config
 
 
 def _choice(*allowed: str, aliases: Mapping[str, str] | None = None):
@@ -248,6 +260,8 @@ _VARIABLES = {
     "nats_replica_consumer": ("BOOKMESH_NATS_REPLICA_CONSUMER", _text),
     "inbox_retention": ("BOOKMESH_INBOX_RETENTION", _positive_duration),
     "prune_interval": ("BOOKMESH_PRUNE_INTERVAL", parse_duration),
+    "notice_retention": ("BOOKMESH_NOTICE_RETENTION", _positive_duration),
+    "max_notices_per_member": ("BOOKMESH_MAX_NOTICES_PER_MEMBER", _positive_int),
     "reminder_interval": ("BOOKMESH_REMINDER_INTERVAL", _positive_duration),
     "pki_dir": ("BOOKMESH_PKI_DIR", _path),
     "tls_cert": ("BOOKMESH_TLS_CERT", _path),
@@ -278,6 +292,7 @@ _VARIABLES = {
     "shutdown_grace": ("BOOKMESH_SHUTDOWN_GRACE", parse_duration),
     "readiness_interval": ("BOOKMESH_READINESS_INTERVAL", _positive_duration),
     "max_notice_watchers": ("BOOKMESH_MAX_NOTICE_WATCHERS", _positive_int),
+    "max_notice_watchers_per_member": ("BOOKMESH_MAX_NOTICE_WATCHERS_PER_MEMBER", _positive_int),
 }
 
 # Every field has its variable: a new setting cannot be forgotten here.

@@ -7,10 +7,14 @@ NATS JetStream (BOOKMESH_EVENT_TRANSPORT=nats), the same contract as the Rust co
 - each event is handled in a CONSUMER span named `<event type> process`, the child of the
   span that produced it (the envelope's `traceparent`), so the rental saga's trace shows it;
 - an event whose payload is not what its type says goes to the dead letters (logged at ERROR)
-  and the stream goes on; a store that cannot be reached stops the stream, which resumes from
-  the cursor once it answers;
+  and the stream goes on; a store that cannot be reached, or answers with an error, stops the
+  stream, which resumes from the cursor (with backoff) once it answers, as long as it takes;
+- an event whose handling fails otherwise (a bug, the unforeseen) is delivered again with
+  backoff, and after MAX_ATTEMPTS failures goes to the dead letters: one event must not block
+  everything behind it forever, nor end consumption;
 - on JetStream, one durable pull consumer named after this service (`notification`), one
-  message in flight, acknowledged only after the store committed.
+  message in flight, acknowledged only after the store committed, negatively acknowledged with
+  a growing delay when it could not be.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from bookmesh.events.v1 import events_pb2, events_pb2_grpc
 from . import notices, telemetry
 from .config import WORKLOAD, Config
 from .readiness import Readiness
-from .store import AppliedEvent, DeadLetter, NoticeStore, StoreUnavailable
+from .store import AppliedEvent, DeadLetter, NoticeStore, StoreError, StoreUnavailable
 from .watch import NoticeHub
 
 log = logging.getLogger("bookmesh_notification.consumer")
@@ -45,6 +49,12 @@ INITIAL_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 #: JetStream redelivers an unacknowledged message after this (src/events/nats.rs ACK_WAIT).
 ACK_WAIT = 5.0
+#: Failed attempts at one event (the store's failures not counted) before it is dead-lettered.
+MAX_ATTEMPTS = 5
+
+
+class RetryLater(Exception):
+    """The event was not recorded, and why is logged: deliver it again, after a backoff."""
 
 
 class Processor:
@@ -54,10 +64,52 @@ class Processor:
         self._store = store
         self._hub = hub
         self._clock = clock
+        # The event that failed last: its id, failures, the last error. One event is in flight
+        # at a time on either transport, so one entry is enough (and bounded).
+        self._failing: tuple[str, int, str] | None = None
 
     async def process(self, event: events_pb2.Event) -> str:
-        """Applies `event`: `applied`, `duplicate` or `dead_lettered`. Raises StoreUnavailable
-        when the store cannot record it (the caller must not move past the event)."""
+        """Applies `event`: `applied`, `duplicate` or `dead_lettered`. Raises RetryLater when
+        it was not recorded (the caller must not move past it, and delivers it again later):
+        the store failed (as often as it does), or handling it failed fewer than MAX_ATTEMPTS
+        times. At the last failed attempt, it goes to the dead letters instead."""
+        failures, last_error = 0, ""
+        if self._failing is not None and self._failing[0] == event.event_id:
+            _, failures, last_error = self._failing
+        while True:
+            dead_letter = None
+            if failures >= MAX_ATTEMPTS:
+                dead_letter = DeadLetter(event.SerializeToString(), f"handling failed {failures} times: {last_error}")
+            try:
+                result = await self._apply(event, dead_letter)
+            except StoreError as error:
+                # The store's state, not the event's fault: retried as long as it lasts.
+                level = logging.WARNING if isinstance(error, StoreUnavailable) else logging.ERROR
+                log.log(
+                    level, "cannot record the event; retrying", extra={"event_id": event.event_id, "error": str(error)}
+                )
+                raise RetryLater(str(error)) from error
+            except Exception as error:  # noqa: BLE001 - counted: after MAX_ATTEMPTS, a dead letter
+                failures, last_error = failures + 1, repr(error)
+                self._failing = (event.event_id, failures, last_error)
+                log.warning(
+                    "event handling failed",
+                    exc_info=True,
+                    extra={
+                        "event_id": event.event_id,
+                        "event_type": event.event_type,
+                        "attempt": failures,
+                        "max_attempts": MAX_ATTEMPTS,
+                    },
+                )
+                if dead_letter is not None or failures < MAX_ATTEMPTS:
+                    raise RetryLater(last_error) from error
+                continue  # that was the last attempt: the dead letter, now
+            self._failing = None
+            return result
+
+    async def _apply(self, event: events_pb2.Event, dead_letter: DeadLetter | None) -> str:
+        """Records `event` (or, given `dead_letter`, only that) in one store transaction."""
         span = telemetry.tracer().start_span(
             f"{event.event_type} process",
             context=telemetry.parent_context(event.traceparent, event.tracestate),
@@ -73,12 +125,14 @@ class Processor:
         )
         with trace.use_span(span, end_on_exit=True):
             now = self._clock()
-            try:
-                effects = notices.effects_of(event, now)
-                dead_letter = None
-            except notices.UndecodableEvent as error:
-                effects = notices.Effects()
-                dead_letter = DeadLetter(event.SerializeToString(), str(error))
+            effects = notices.Effects()
+            if dead_letter is None:
+                try:
+                    effects = notices.effects_of(event, now)
+                except ValueError as error:
+                    # UndecodableEvent, or a field no datetime can hold (a Timestamp out of
+                    # range): no retry can fix either.
+                    dead_letter = DeadLetter(event.SerializeToString(), str(error))
             applied = AppliedEvent(
                 subscription=SUBSCRIPTION,
                 event_id=event.event_id,
@@ -89,14 +143,12 @@ class Processor:
                 forget=effects.forget,
                 dead_letter=dead_letter,
             )
-            try:
-                outcome = await self._store.apply_event(applied, now)
-            except StoreUnavailable as error:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, "store unavailable"))
+            outcome = await self._store.apply_event(applied, now)
+            if outcome.dropped_dead_letters:
                 log.warning(
-                    "cannot record the event; retrying", extra={"event_id": event.event_id, "error": str(error)}
+                    "dead letters over their bound: the oldest dropped",
+                    extra={"dropped": outcome.dropped_dead_letters, "subscription": SUBSCRIPTION},
                 )
-                raise
             if outcome.duplicate:
                 result = "duplicate"
                 log.debug("event already applied", extra={"event_id": event.event_id})
@@ -186,8 +238,10 @@ async def run_feed(processor: Processor, store: NoticeStore, config: Config, rea
         try:
             after = await store.cursor(SUBSCRIPTION)
             channel = channels.open(target)
-        except (StoreUnavailable, OSError) as error:
+        except (StoreError, OSError) as error:
             log.warning("cannot subscribe yet", extra={"subscription": SUBSCRIPTION, "error": str(error)})
+        except Exception:  # noqa: BLE001 - a bug must not end consumption
+            log.exception("cannot subscribe", extra={"subscription": SUBSCRIPTION})
         else:
             try:
                 call = events_pb2_grpc.EventFeedServiceStub(channel).Subscribe(
@@ -223,9 +277,9 @@ async def run_feed(processor: Processor, store: NoticeStore, config: Config, rea
                         extra={"endpoint": target, "code": error.code().name, "error": error.details()},
                     )
                 attempt += 1
-            except StoreUnavailable:
-                pass  # logged by the processor; resume from the cursor once the store answers
-            except Exception:  # noqa: BLE001 - a bug must not end consumption silently
+            except RetryLater:
+                pass  # logged by the processor; the event again from the cursor, after the backoff
+            except Exception:  # noqa: BLE001 - a bug must not end consumption
                 log.exception("event handling failed; resubscribing", extra={"subscription": SUBSCRIPTION})
             finally:
                 await channel.close(grace=None)
@@ -326,13 +380,38 @@ async def run_nats(processor: Processor, config: Config, readiness: Readiness) -
                     break
                 for message in messages:
                     await _handle(processor, message)
-            await subscription.unsubscribe()
+            try:
+                await subscription.unsubscribe()
+            except Exception as error:  # noqa: BLE001 - the connection is gone already; resubscribe
+                log.debug("unsubscribing failed", extra={"error": str(error)})
     finally:
-        await client.drain()
+        try:
+            await client.drain()
+        except Exception as error:  # noqa: BLE001 - stopping anyway
+            log.warning("NATS connection not drained", extra={"error": str(error)})
+
+
+def _redelivery_delay(message) -> float:
+    """How long JetStream waits before delivering a message again: doubling with each delivery,
+    from INITIAL_BACKOFF to MAX_BACKOFF."""
+    try:
+        delivered = max(1, int(message.metadata.num_delivered))
+    except Exception:  # noqa: BLE001 - no metadata: the first delivery
+        delivered = 1
+    return min(MAX_BACKOFF, INITIAL_BACKOFF * 2**delivered)
 
 
 async def _handle(processor: Processor, message) -> None:
-    """Applies one JetStream message; acknowledges it only once its effect committed."""
+    """Applies one JetStream message: acknowledged once its effect committed, negatively
+    acknowledged (delivered again after `_redelivery_delay`) when it did not. Never raises: a
+    failure here must not end consumption."""
+    try:
+        await _settle(processor, message)
+    except Exception:  # noqa: BLE001 - ack/nak failed: JetStream redelivers after ACK_WAIT (the inbox makes it harmless)
+        log.exception("a JetStream message could not be settled; it comes back after the ack wait")
+
+
+async def _settle(processor: Processor, message) -> None:
     try:
         event = events_pb2.Event.FromString(message.data)
     except DecodeError as error:
@@ -361,7 +440,11 @@ async def _handle(processor: Processor, message) -> None:
             pass
     try:
         work.result()
-    except StoreUnavailable:
-        await message.nak(delay=1)
+    except RetryLater:
+        await message.nak(delay=_redelivery_delay(message))  # logged by the processor
+        return
+    except Exception:  # noqa: BLE001 - a bug in the processor: delivered again
+        log.exception("event handling failed; delivered again later", extra={"event_id": event.event_id})
+        await message.nak(delay=_redelivery_delay(message))
         return
     await message.ack()

@@ -27,7 +27,7 @@ HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_V1ALPHA = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 #: Reports whether the process runs at all (liveness and startup probes), as opposed to "" and
-#: the service's name, which report readiness.
+#: the service's name, which report readiness; NOT_SERVING once it failed (readiness.py).
 LIVENESS_NAME = "liveness"
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -152,5 +152,7 @@ async def follow_readiness(health: DrainingHealth, readiness: Readiness) -> None
         status = SERVING if serving else NOT_SERVING
         await health.set("", status)
         await health.set(SERVICE_NAME, status)
+        if not readiness.alive:
+            await health.set(LIVENESS_NAME, NOT_SERVING)
 
     readiness.on_change(follow)

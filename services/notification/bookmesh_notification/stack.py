@@ -19,6 +19,7 @@ server stream does when its headers go out; its lifetime is the handler's busine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from typing import Callable
@@ -281,8 +282,12 @@ class ServerStack(grpc.aio.ServerInterceptor):
                 with trace.use_span(call.span, end_on_exit=False):
                     try:
                         self._authorize(call, full, metadata, request, context)
-                        async for response in inner(request, context):
-                            yield response
+                        # Closed with this generator, not whenever the collector finds it: a
+                        # stream cancelled while a response waits to be sent must give its
+                        # watcher slot back now (the handler's `finally`).
+                        async with contextlib.aclosing(inner(request, context)) as responses:
+                            async for response in responses:
+                                yield response
                         code = grpc.StatusCode.OK
                     except StatusError as error:
                         code = error.code

@@ -5,7 +5,8 @@ written after the last position it sent whenever this process writes a notice fo
 (the `NoticeHub`), and every `POLL` for what other replicas wrote (Redis is shared).
 
 Bounds, as rental's WatchRentalHistory: at most BOOKMESH_MAX_NOTICE_WATCHERS streams at once
-(RESOURCE_EXHAUSTED past it), each open at most `MAX_LIFETIME` or until the caller's deadline
+(RESOURCE_EXHAUSTED past it), of which at most BOOKMESH_MAX_NOTICE_WATCHERS_PER_MEMBER for one
+member (so one member, or one stolen token, cannot take every slot), each open at most `MAX_LIFETIME` or until the caller's deadline
 (then it ends with OK: the client watches again, and lists what it may have missed), one
 message in flight, and every stream ends (UNAVAILABLE) when the service starts to stop.
 """
@@ -21,7 +22,7 @@ import grpc
 from . import telemetry
 from .notices import Notice
 from .readiness import Readiness
-from .store import NoticeStore, StoreUnavailable
+from .store import NoticeStore, StoreError
 from .validation import StatusError, error_info
 
 #: How often a watcher looks for notices it was not told about.
@@ -59,15 +60,31 @@ class NoticeHub:
 class Watchers:
     """The open watch streams of this replica."""
 
-    def __init__(self, store: NoticeStore, hub: NoticeHub, readiness: Readiness, max_watchers: int) -> None:
+    def __init__(
+        self, store: NoticeStore, hub: NoticeHub, readiness: Readiness, max_watchers: int, max_per_member: int
+    ) -> None:
         self._store = store
         self._hub = hub
         self._readiness = readiness
         self._max = max_watchers
+        self._max_per_member = max_per_member
         self._open = 0
+        #: Streams open per member; a member is removed at zero, so the map is bounded by the
+        #: streams open.
+        self._members: dict[str, int] = {}
 
-    def acquire(self) -> None:
-        """Takes a slot, or RESOURCE_EXHAUSTED when every slot is taken."""
+    def acquire(self, member_id: str) -> None:
+        """Takes a slot for a stream of `member_id`'s notices, or RESOURCE_EXHAUSTED when the
+        member has all theirs or every slot is taken."""
+        held = self._members.get(member_id, 0)
+        if held >= self._max_per_member:
+            raise error_info(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this replica already streams this member's notices to {self._max_per_member} watchers; "
+                "close one, or retry later",
+                "NOTICE_WATCHERS_PER_MEMBER_EXHAUSTED",
+                max_notice_watchers_per_member=str(self._max_per_member),
+            )
         if self._open >= self._max:
             raise error_info(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -75,10 +92,14 @@ class Watchers:
                 "NOTICE_WATCHERS_EXHAUSTED",
                 max_notice_watchers=str(self._max),
             )
+        self._members[member_id] = held + 1
         self._open += 1
         telemetry.NOTICE_WATCHERS.set(self._open)
 
-    def release(self) -> None:
+    def release(self, member_id: str) -> None:
+        held = self._members.pop(member_id) - 1
+        if held:
+            self._members[member_id] = held
         self._open -= 1
         telemetry.NOTICE_WATCHERS.set(self._open)
 
@@ -97,7 +118,7 @@ class Watchers:
                 waiter.clear()
                 try:
                     notices = await self._store.notices_after(member_id, after, BATCH)
-                except StoreUnavailable as error:
+                except StoreError as error:
                     raise StatusError(grpc.StatusCode.UNAVAILABLE, "notices cannot be read now; watch again") from error
                 for notice in notices:
                     yield notice  # waits while the reader is slow: one message in flight

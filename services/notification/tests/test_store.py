@@ -1,5 +1,6 @@
 """The storage interface, one suite over both implementations: SQLite (a file per test) and
-Redis (the machine's, a unique key prefix per test, deleted afterwards)."""
+Redis (the machine's, a unique key prefix per test, deleted afterwards): exactly once, pages,
+reminders, the bounds on what is kept, and errors as the callers need them."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import asyncio
 import sqlite3
 import os
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from bookmesh_notification.notices import DueItem, Notice, NoticeKind, reminder, reminder_id
-from bookmesh_notification.store import AppliedEvent, DeadLetter, StoreUnavailable
+from bookmesh_notification.store import AppliedEvent, DeadLetter, StoreError, StoreUnavailable
 from bookmesh_notification.store.redis import RedisStore
 from bookmesh_notification.store.sqlite import SqliteStore
 
@@ -22,19 +24,32 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        store = SqliteStore(tmp_path / "notification.db")
-    else:
-        store = RedisStore(REDIS_URL, f"bookmesh-test:notification:{uuid.uuid4()}:")
-    try:
-        await store.open()
-    except StoreUnavailable as error:
-        pytest.fail(f"the {request.param} store does not open: {error}")
-    yield store
-    if isinstance(store, RedisStore):
-        await store.drop_all()
-    await store.close()
+async def stores(request, tmp_path):
+    """Opens stores of the kind under test (`await stores(**bounds)`); all dropped after."""
+    opened = []
+
+    async def make(**bounds):
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / f"notification{len(opened)}.db", **bounds)
+        else:
+            store = RedisStore(REDIS_URL, f"bookmesh-test:notification:{uuid.uuid4()}:", **bounds)
+        opened.append(store)
+        try:
+            await store.open()
+        except StoreUnavailable as error:
+            pytest.fail(f"the {request.param} store does not open: {error}")
+        return store
+
+    yield make
+    for store in opened:
+        if isinstance(store, RedisStore):
+            await store.drop_all()
+        await store.close()
+
+
+@pytest.fixture()
+async def store(stores):
+    return await stores()
 
 
 def notice(member_id: str, event_id: str, kind: NoticeKind = NoticeKind.RENTAL_CONFIRMED, **fields) -> Notice:
@@ -200,3 +215,104 @@ async def test_dead_letters_keep_the_envelope(store):
 async def test_opening_twice_migrates_once(store, tmp_path):
     await store.open()
     await store.ping()
+
+
+async def test_a_member_keeps_only_the_newest_notices(stores):
+    store = await stores(max_notices_per_member=3)
+    member, other = str(uuid.uuid4()), str(uuid.uuid4())
+    await store.apply_event(event(1, notice(other, "o1")), NOW)
+    for sequence in range(2, 7):
+        await store.apply_event(event(sequence, notice(member, f"m{sequence}")), NOW)
+    assert [n.event_id for n in await store.list_notices(member, 10)] == ["m6", "m5", "m4"], "the oldest went"
+    assert [n.event_id for n in await store.list_notices(other, 10)] == ["o1"], "another member's stay"
+    # A reminder is a notice like the others.
+    item = DueItem(str(uuid.uuid4()), member, str(uuid.uuid4()), "Dune", NOW + timedelta(days=1))
+    await store.apply_event(event(7, remember=(item,)), NOW)
+    assert await store.remind(item.item_id, reminder(item, NOW)) is not None
+    assert [n.kind for n in await store.list_notices(member, 10)] == [NoticeKind.DUE_SOON] + [
+        NoticeKind.RENTAL_CONFIRMED
+    ] * 2
+    assert [n.event_id for n in await store.notices_after(member, 0, 10)][:2] == ["m5", "m6"]
+
+
+async def test_notices_older_than_the_retention_are_pruned(store):
+    member = str(uuid.uuid4())
+    old = replace(notice(member, "old"), created_at=NOW - timedelta(days=91))
+    older = replace(notice(str(uuid.uuid4()), "older"), created_at=NOW - timedelta(days=200))
+    await store.apply_event(event(1, old, older), NOW)
+    await store.apply_event(event(2, notice(member, "new")), NOW)
+    assert await store.prune_notices(NOW - timedelta(days=90)) == 2
+    assert [n.event_id for n in await store.list_notices(member, 10)] == ["new"]
+    assert await store.list_notices(older.member_id, 10) == []
+    assert await store.prune_notices(NOW - timedelta(days=90)) == 0
+    if isinstance(store, RedisStore):
+        # Nothing left behind: the notices' own keys and their place in the age index.
+        client = store._redis()
+        assert await client.exists(store._key("notice:" + old.notice_id)) == 0
+        assert await client.zcard(store._key("notice_ages")) == 1
+
+
+async def test_dead_letters_are_bounded_the_oldest_dropped(stores):
+    store = await stores(max_dead_letters=2)
+    dropped = []
+    for n in range(1, 5):
+        outcome = await store.apply_event(
+            event(n, event_id=f"poison-{n}", dead_letter=DeadLetter(b"envelope", f"error {n}")), NOW
+        )
+        dropped.append(outcome.dropped_dead_letters)
+    assert dropped == [0, 0, 1, 1], "each drop reported, to be logged"
+    assert [event_id for event_id, _ in await store.dead_letters()] == ["poison-3", "poison-4"]
+    assert await store.cursor(SUBSCRIPTION) == 4
+
+
+@pytest.mark.redis
+async def test_redis_errors_are_store_errors_and_unreachable_is_unavailable():
+    store = RedisStore(REDIS_URL, f"bookmesh-test:notification:{uuid.uuid4()}:")
+    await store.open()
+    try:
+        # A reply that is an error (as OOM, READONLY or NOPERM are): not a bug of the caller's.
+        with pytest.raises(StoreError) as raised:
+            await store._call(store._redis().execute_command("NO-SUCH-COMMAND"))
+        assert not isinstance(raised.value, StoreUnavailable)
+    finally:
+        await store.close()
+    nowhere = RedisStore("redis://127.0.0.1:1/0", "bookmesh-test:")
+    with pytest.raises(StoreUnavailable):
+        await nowhere.open()
+    await nowhere.close()
+
+
+@pytest.mark.redis
+async def test_redis_notices_written_before_the_age_index_are_indexed_at_open():
+    prefix = f"bookmesh-test:notification:{uuid.uuid4()}:"
+    store = RedisStore(REDIS_URL, prefix)
+    await store.open()
+    try:
+        member = str(uuid.uuid4())
+        await store.apply_event(event(1, replace(notice(member, "old"), created_at=NOW - timedelta(days=100))), NOW)
+        # As version 1 of the layout left it: no age index.
+        client = store._redis()
+        await client.delete(store._key("notice_ages"))
+        await client.set(store._key("schema"), "1")
+        await store.open()
+        assert await client.get(store._key("schema")) == b"2"
+        assert await store.prune_notices(NOW - timedelta(days=90)) == 1
+        assert await store.list_notices(member, 10) == []
+    finally:
+        await store.drop_all()
+        await store.close()
+
+
+async def test_sqlite_folder_that_cannot_be_made_is_unavailable_not_a_crash(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    store = SqliteStore(tmp_path / "a-file" / "data" / "notification.db")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_sqlite_damaged_file_is_a_store_error(tmp_path):
+    (tmp_path / "notification.db").write_bytes(b"this is not a database" * 100)
+    store = SqliteStore(tmp_path / "notification.db")
+    with pytest.raises(StoreError):
+        await store.open()
+    await store.close()

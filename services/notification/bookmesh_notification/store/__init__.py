@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from ..config import Config
-from .base import AppliedEvent, DeadLetter, NoticeStore, Outcome, StoreUnavailable
+from .base import AppliedEvent, DeadLetter, NoticeStore, Outcome, StoreError, StoreUnavailable
 
-__all__ = ["AppliedEvent", "DeadLetter", "NoticeStore", "Outcome", "StoreUnavailable", "from_config"]
+__all__ = [
+    "AppliedEvent",
+    "DeadLetter",
+    "NoticeStore",
+    "Outcome",
+    "StoreError",
+    "StoreUnavailable",
+    "from_config",
+]
 
 
 def from_config(config: Config) -> NoticeStore:
@@ -13,7 +21,7 @@ def from_config(config: Config) -> NoticeStore:
     if config.store == "redis":
         from .redis import RedisStore
 
-        return RedisStore(config.redis_url, config.redis_prefix)
+        return RedisStore(config.redis_url, config.redis_prefix, max_notices_per_member=config.max_notices_per_member)
     from .sqlite import SqliteStore
 
-    return SqliteStore(config.sqlite_path)
+    return SqliteStore(config.sqlite_path, max_notices_per_member=config.max_notices_per_member)

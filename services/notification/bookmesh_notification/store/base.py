@@ -10,6 +10,10 @@ The guarantees every implementation gives:
 - Notices keep their first write: writing a notice id again changes nothing.
 - `remind` writes an item's DUE_SOON notice once, whoever asks and however often.
 - `position` orders notices by write; listing is newest first, keyset-paginated on it.
+- Bounded: a member keeps at most `max_notices_per_member` notices (the oldest go when a new
+  one is written), `prune_notices` drops notices older than the retention, and at most
+  `max_dead_letters` dead letters are kept (the oldest go first). Redis in Kubernetes runs with
+  `noeviction`: what is never deleted fills it, and then every write fails.
 """
 
 from __future__ import annotations
@@ -18,18 +22,33 @@ import abc
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..config import Config
 from ..notices import DueItem, Notice
 
+#: Notices kept per member (BOOKMESH_MAX_NOTICES_PER_MEMBER): ListNotices pages through them,
+#: older ones are of no use to anyone.
+MAX_NOTICES_PER_MEMBER = Config.max_notices_per_member
+#: Dead letters kept; beyond, the oldest are dropped, and the consumer logs the drop. An
+#: operator reads them long before (each was logged at ERROR when it arrived).
+MAX_DEAD_LETTERS = 1000
 
-class StoreUnavailable(Exception):
+
+class StoreError(Exception):
+    """The store failed an operation: Redis refusing a write (OOM under `noeviction`, READONLY
+    after a failover, NOPERM, BUSY), SQLite's file corrupt. Nothing the caller sent is at fault:
+    UNAVAILABLE to callers, retried by the consumer (never a reason to dead-letter an event)."""
+
+
+class StoreUnavailable(StoreError):
     """The store cannot be reached now (retryable: UNAVAILABLE to callers, retry for the
     consumer)."""
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """An event no retry can apply (its payload is not what its type says): kept for an
-    operator with the whole envelope, and the stream goes on."""
+    """An event no retry can apply (its payload is not what its type says, or handling it
+    failed every attempt): kept for an operator with the whole envelope, and the stream goes
+    on."""
 
     envelope: bytes
     error: str
@@ -56,6 +75,8 @@ class Outcome:
 
     duplicate: bool
     written: tuple[Notice, ...] = ()
+    #: Old dead letters dropped to make room for this event's (over `max_dead_letters`).
+    dropped_dead_letters: int = 0
 
 
 class NoticeStore(abc.ABC):
@@ -109,6 +130,11 @@ class NoticeStore(abc.ABC):
     @abc.abstractmethod
     async def prune_inbox(self, older_than: datetime) -> int:
         """Forgets inbox entries applied before `older_than`; returns how many."""
+
+    @abc.abstractmethod
+    async def prune_notices(self, older_than: datetime) -> int:
+        """Deletes notices written before `older_than`; returns how many. (The count per member
+        is kept at every write.)"""
 
     @abc.abstractmethod
     async def dead_letters(self) -> list[tuple[str, DeadLetter]]:

@@ -1,6 +1,10 @@
 """The store on SQLite (`<data dir>/notification.db`), for `make run` and one replica: the
 standard library's sqlite3 on one connection, in one worker thread, so the event loop never
 blocks on disk and transactions never interleave. WAL journal, like the Rust services' files.
+
+Errors: a file that cannot be opened, locked too long, a full disk or a folder that cannot be
+made are StoreUnavailable (they may pass; readiness follows); a damaged file is StoreError.
+Anything else (a binding this code got wrong) stays what it is: a bug, not the store's state.
 """
 
 from __future__ import annotations
@@ -13,7 +17,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..notices import DueItem, Notice, NoticeKind
-from .base import AppliedEvent, DeadLetter, NoticeStore, Outcome, StoreUnavailable
+from .base import (
+    MAX_DEAD_LETTERS,
+    MAX_NOTICES_PER_MEMBER,
+    AppliedEvent,
+    DeadLetter,
+    NoticeStore,
+    Outcome,
+    StoreError,
+    StoreUnavailable,
+)
 
 #: Schema versions, applied in order, each once (`schema_migrations`).
 MIGRATIONS = (
@@ -62,7 +75,13 @@ MIGRATIONS = (
         failed_at_ms INTEGER NOT NULL
     );
     """,
+    # 2: notices found by age, for their retention (prune_notices).
+    """
+    CREATE INDEX notices_by_age ON notices (created_at_ms);
+    """,
 )
+#: Rows deleted per statement when pruning, so a large backlog never holds the write lock long.
+_PRUNE_BATCH = 1000
 
 _NOTICE_COLUMNS = (
     "position, notice_id, member_id, kind, text, created_at_ms, book_id, title, due_at_ms, reason, points, event_id"
@@ -100,8 +119,16 @@ def _notice(row: tuple) -> Notice:
 class SqliteStore(NoticeStore):
     """Notices in one SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_notices_per_member: int = MAX_NOTICES_PER_MEMBER,
+        max_dead_letters: int = MAX_DEAD_LETTERS,
+    ) -> None:
         self._path = str(path)
+        self._max_notices = max_notices_per_member
+        self._max_dead_letters = max_dead_letters
         self._connection: sqlite3.Connection | None = None
         # One thread: the connection is used by it alone, transactions never interleave.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -110,8 +137,14 @@ class SqliteStore(NoticeStore):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._thread, work, *args)
-        except sqlite3.OperationalError as error:
+        except (sqlite3.OperationalError, OSError) as error:
+            # Locked, disk full or failing, the file or its folder not there or not ours.
             raise StoreUnavailable(f"sqlite: {error}") from error
+        except sqlite3.DatabaseError as error:
+            if type(error) in (sqlite3.DatabaseError, sqlite3.InternalError):
+                # "file is not a database", "database disk image is malformed".
+                raise StoreError(f"sqlite: {error}") from error
+            raise
 
     # === lifecycle ===
 
@@ -176,8 +209,11 @@ class SqliteStore(NoticeStore):
         try:
             seen = db.execute("SELECT 1 FROM inbox_events WHERE event_id = ?", (event.event_id,)).fetchone()
             written: list[Notice] = []
+            dropped = 0
             if not seen:
                 written = [n for n in (self._insert_notice(db, n) for n in event.notices) if n]
+                for member_id in {n.member_id for n in written}:
+                    self._trim(db, member_id)
                 for item in event.remember:
                     db.execute(
                         "INSERT INTO due_items (item_id, member_id, book_id, title, due_at_ms) VALUES (?, ?, ?, ?, ?)"
@@ -198,6 +234,11 @@ class SqliteStore(NoticeStore):
                             now_ms,
                         ),
                     )
+                    dropped = db.execute(
+                        "DELETE FROM dead_letters WHERE id <= "
+                        "(SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                        (self._max_dead_letters,),
+                    ).rowcount
                 db.execute(
                     "INSERT INTO inbox_events (event_id, subscription, event_type, processed_at_ms) VALUES (?, ?, ?, ?)",
                     (event.event_id, event.subscription, event.event_type, now_ms),
@@ -213,7 +254,7 @@ class SqliteStore(NoticeStore):
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return Outcome(duplicate=bool(seen), written=tuple(written))
+        return Outcome(duplicate=bool(seen), written=tuple(written), dropped_dead_letters=dropped)
 
     @staticmethod
     def _insert_notice(db: sqlite3.Connection, notice: Notice) -> Notice | None:
@@ -238,6 +279,15 @@ class SqliteStore(NoticeStore):
             return None
         return replace(notice, position=cursor.lastrowid)
 
+    def _trim(self, db: sqlite3.Connection, member_id: str) -> None:
+        """Keeps the member's newest `max_notices_per_member` notices (in the writing
+        transaction: no member is ever over the bound)."""
+        db.execute(
+            "DELETE FROM notices WHERE member_id = ? AND position <= "
+            "(SELECT position FROM notices WHERE member_id = ? ORDER BY position DESC LIMIT 1 OFFSET ?)",
+            (member_id, member_id, self._max_notices),
+        )
+
     async def remind(self, item_id: str, notice: Notice | None) -> Notice | None:
         return await self._run(self._remind, item_id, notice)
 
@@ -249,6 +299,8 @@ class SqliteStore(NoticeStore):
             written = None
             if closed.rowcount == 1 and notice is not None:
                 written = self._insert_notice(db, notice)
+                if written is not None:
+                    self._trim(db, written.member_id)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -256,20 +308,22 @@ class SqliteStore(NoticeStore):
         return written
 
     async def prune_inbox(self, older_than: datetime) -> int:
-        def prune() -> int:
-            deleted = 0
-            while True:
-                # In batches, so a large backlog never holds the write lock for long.
-                cursor = self._db().execute(
-                    "DELETE FROM inbox_events WHERE rowid IN"
-                    " (SELECT rowid FROM inbox_events WHERE processed_at_ms < ? LIMIT 1000)",
-                    (_ms(older_than),),
-                )
-                deleted += cursor.rowcount
-                if cursor.rowcount < 1000:
-                    return deleted
+        return await self._run(self._prune, "inbox_events", "processed_at_ms", _ms(older_than))
 
-        return await self._run(prune)
+    async def prune_notices(self, older_than: datetime) -> int:
+        return await self._run(self._prune, "notices", "created_at_ms", _ms(older_than))
+
+    def _prune(self, table: str, column: str, before_ms: int) -> int:
+        """Deletes `table`'s rows whose `column` is before `before_ms`, in batches."""
+        deleted = 0
+        while True:
+            cursor = self._db().execute(
+                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)",
+                (before_ms, _PRUNE_BATCH),
+            )
+            deleted += cursor.rowcount
+            if cursor.rowcount < _PRUNE_BATCH:
+                return deleted
 
     # === reads ===
 
