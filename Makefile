@@ -131,10 +131,11 @@ check: ## Check that the running mesh (make run) is consistent once the sagas se
 	$(CARGO) run --quiet -p bookmesh-check --
 
 .PHONY: bench
-bench: ## Benchmark on release builds: reads through the full stack against bare tonic (table, target/bench/reads.json, docs/images/bench-reads.svg); BENCH_DB=postgres for PostgreSQL (docs/performance.md)
-	$(CARGO) build --release -p book-service -p bookmesh-bench
+bench: ## Benchmark on release builds: reads through the full stack against bare tonic, and each service's footprint (tables, JSON under target/bench, a chart in docs/images); BENCH_DB=postgres for PostgreSQL (docs/performance.md)
+	$(CARGO) build --release -p book-service -p member-service -p rental-service -p bestbook-service -p gateway-service -p bookmesh-bench
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" reads --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),3) --db $(or $(BENCH_DB),sqlite) \
 	  --json target/bench/reads-$(or $(BENCH_DB),sqlite).json --svg docs/images/bench-reads-$(or $(BENCH_DB),sqlite).svg
+	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" footprint --json target/bench/footprint.json
 
 .PHONY: bench-security
 bench-security: ## What mTLS and authorization cost GetBook against plaintext, on release builds (docs/security.md)

@@ -24,6 +24,7 @@ use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::book::v1::{GetBookRequest, ListBooksRequest, RegisterBookRequest};
 use clap::{Parser, Subcommand};
 
+mod footprint;
 mod reads;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -59,6 +60,8 @@ enum Bench {
     /// same GetBook message; book-service's GetBook and ListBooks on SQLite (or PostgreSQL
     /// with BENCH_DB=postgres). A table of ratios, a JSON file and an SVG chart.
     Reads(reads::ReadsArgs),
+    /// Each Rust service's start to SERVING, idle resident memory and binary size.
+    Footprint(footprint::FootprintArgs),
     /// The bare tonic server `reads` measures against (started by it, pinned to a core).
     BareServer {
         /// Address to listen on.
@@ -125,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             bin_dir,
         } => security(duration, connections, concurrency, rounds, bin_dir).await,
         Bench::Reads(args) => reads::run(args).await,
+        Bench::Footprint(args) => footprint::run(args).await,
         Bench::BareServer { listen } => reads::serve_bare(listen).await,
     }
 }

@@ -1,0 +1,191 @@
+//! `bookmesh-bench footprint`: what each Rust service costs before it serves anything: the
+//! time from start to SERVING on a fresh SQLite database (migrations included), its resident
+//! memory once idle, and its binary's size.
+//!
+//! Each service starts alone, in plaintext, on a fresh database, with its upstreams pointing
+//! nowhere (their clients are lazy; the event consumers retry in the background, as they would
+//! while a peer is down). Start to SERVING is measured from the spawn to the first health
+//! check that answers SERVING, polled every millisecond; it is reported as the median of
+//! `--rounds` starts. Idle RSS is read from `/proc/<pid>/status` after `--idle` of quiet.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use super::{binaries, stop};
+
+#[derive(Debug, clap::Args)]
+pub struct FootprintArgs {
+    /// Starts per service (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
+    /// Quiet time before the resident memory is read.
+    #[arg(long, value_parser = bookmesh::config::parse_duration, default_value = "3s")]
+    idle: Duration,
+    /// Folder of the service binaries (default: this binary's own folder).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const SERVICES: [&str; 5] = [
+    "book-service",
+    "member-service",
+    "rental-service",
+    "bestbook-service",
+    "gateway-service",
+];
+
+pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
+    let bin_dir = binaries(args.bin_dir.clone())?;
+    let work = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    println!();
+    println!(
+        "Footprint: start to SERVING on a fresh SQLite database (median of {} starts), RSS after {:?} idle, binary size",
+        args.rounds, args.idle
+    );
+    println!(
+        "{:<18} {:>16} {:>12} {:>12}",
+        "service", "to SERVING ms", "idle RSS MB", "binary MB"
+    );
+    for service in SERVICES {
+        let binary = bin_dir.join(service);
+        if !binary.exists() {
+            bail!("{} not found: build it first", binary.display());
+        }
+        let mut starts = Vec::new();
+        let mut rss_kb = 0;
+        for round in 0..args.rounds {
+            let dir = work.path().join(format!("{service}-{round}"));
+            std::fs::create_dir_all(&dir)?;
+            let port = free_port()?;
+            let started = Instant::now();
+            let mut child = spawn(&binary, &dir, port)?;
+            let ready = serving(service, port, &mut child).await;
+            let elapsed = started.elapsed();
+            if let Err(error) = ready {
+                stop(&mut child).await;
+                return Err(error.context(service));
+            }
+            starts.push(elapsed.as_secs_f64() * 1000.0);
+            // The last start's process, left idle, gives the resident memory.
+            if round + 1 == args.rounds {
+                tokio::time::sleep(args.idle).await;
+                rss_kb = child.id().map_or(0, |pid| resident_kb(pid).unwrap_or(0));
+            }
+            stop(&mut child).await;
+        }
+        starts.sort_by(f64::total_cmp);
+        let median = starts[starts.len() / 2];
+        let size_mb = std::fs::metadata(&binary)?.len() as f64 / (1024.0 * 1024.0);
+        let rss_mb = rss_kb as f64 / 1024.0;
+        println!("{service:<18} {median:>16.1} {rss_mb:>12.1} {size_mb:>12.1}");
+        rows.push(serde_json::json!({
+            "service": service,
+            "start_to_serving_ms": (median * 10.0).round() / 10.0,
+            "start_to_serving_ms_all": starts,
+            "idle_rss_mb": (rss_mb * 10.0).round() / 10.0,
+            "binary_mb": (size_mb * 10.0).round() / 10.0,
+        }));
+    }
+    if let Some(path) = &args.json {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let document = serde_json::json!({ "bench": "footprint", "services": rows });
+        std::fs::write(path, serde_json::to_string_pretty(&document)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn spawn(binary: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    command
+        .env("BOOKMESH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BOOKMESH_DATA_DIR", dir)
+        .env("BOOKMESH_INSECURE_PLAINTEXT", "true")
+        .env("BOOKMESH_BOOK_ENDPOINTS", "http://127.0.0.1:1")
+        .env("BOOKMESH_MEMBER_ENDPOINTS", "http://127.0.0.1:1")
+        .env("BOOKMESH_RENTAL_ENDPOINTS", "http://127.0.0.1:1")
+        .env("BOOKMESH_BESTBOOK_ENDPOINTS", "http://127.0.0.1:1")
+        .env("BOOKMESH_NOTIFICATION_ENDPOINTS", "http://127.0.0.1:1")
+        .env("BOOKMESH_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    Ok(command.spawn()?)
+}
+
+/// Waits until the service serves: gRPC health SERVING, or the gateway's `/healthz` 200.
+async fn serving(service: &str, port: u16, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("exited during start-up ({status})");
+        }
+        let up = if service == "gateway-service" {
+            healthz(port).await
+        } else {
+            grpc_serving(port).await
+        };
+        if up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not SERVING within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn grpc_serving(port: u16) -> bool {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .map(|endpoint| endpoint.connect_timeout(Duration::from_millis(100)))
+    else {
+        return false;
+    };
+    match channel.connect().await {
+        Ok(channel) => super::tonic_health_ready(channel).await,
+        Err(_) => false,
+    }
+}
+
+async fn healthz(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer.split_whitespace().nth(1) == Some("200")
+}
+
+/// The process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+fn resident_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix("VmRSS:")?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
