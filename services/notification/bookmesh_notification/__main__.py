@@ -105,8 +105,7 @@ async def run(config: Config) -> int:
         config.request_timeout,
         config.max_concurrent_requests,
     )
-    watchers = Watchers(store, hub, readiness, config.max_notice_watchers, config.max_notice_watchers_per_member)
-    api = NotificationService(store, watchers)
+    api = NotificationService(store, Watchers(store, hub, readiness, config.max_notice_watchers))
     grpc_server, health = server.build(config, readiness, api, [*interceptors, stack])
     await server.follow_readiness(health, readiness)
 

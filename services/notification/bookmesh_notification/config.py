@@ -141,7 +141,6 @@ class Config:
     shutdown_grace: float = 20.0
     readiness_interval: float = 5.0
     max_notice_watchers: int = 256
-    max_notice_watchers_per_member: int = 8
 
     @property
     def certificate(self) -> Path:
@@ -292,7 +291,6 @@ _VARIABLES = {
     "shutdown_grace": ("BOOKMESH_SHUTDOWN_GRACE", parse_duration),
     "readiness_interval": ("BOOKMESH_READINESS_INTERVAL", _positive_duration),
     "max_notice_watchers": ("BOOKMESH_MAX_NOTICE_WATCHERS", _positive_int),
-    "max_notice_watchers_per_member": ("BOOKMESH_MAX_NOTICE_WATCHERS_PER_MEMBER", _positive_int),
 }
 
 # Every field has its variable: a new setting cannot be forgotten here.

@@ -407,11 +407,12 @@ async def _handle(processor: Processor, message) -> None:
     failure here must not end consumption."""
     try:
         await _settle(processor, message)
-    except Exception:  # noqa: BLE001 - ack/nak failed: JetStream redelivers after ACK_WAIT (the inbox makes it harmless)
+    except Exception:  # noqa: BLE001 - ack/nak failed: redelivered after ACK_WAIT, which the inbox makes harmless
         log.exception("a JetStream message could not be settled; it comes back after the ack wait")
 
 
 async def _settle(processor: Processor, message) -> None:
+    """`_handle`'s work: decode, check the producer, process, then ack or nak."""
     try:
         event = events_pb2.Event.FromString(message.data)
     except DecodeError as error:

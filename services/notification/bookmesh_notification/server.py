@@ -1,7 +1,8 @@
 """The gRPC server every bookmesh service runs (src/server/mod.rs), in Python: the API behind
 the stack (stack.py), health that follows readiness (NOT_SERVING until the store is ready and
-from the stop signal on, `liveness` SERVING while the process runs, Watch streams ended on
-drain), reflection v1 and v1alpha listing what this server serves, and the runtime's limits.
+from the stop signal on, `liveness` SERVING while the process runs and has not failed, Watch
+streams ended on drain), reflection v1 and v1alpha listing what this server serves, and the
+runtime's limits.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ written after the last position it sent whenever this process writes a notice fo
 (the `NoticeHub`), and every `POLL` for what other replicas wrote (Redis is shared).
 
 Bounds, as rental's WatchRentalHistory: at most BOOKMESH_MAX_NOTICE_WATCHERS streams at once
-(RESOURCE_EXHAUSTED past it), of which at most BOOKMESH_MAX_NOTICE_WATCHERS_PER_MEMBER for one
-member (so one member, or one stolen token, cannot take every slot), each open at most `MAX_LIFETIME` or until the caller's deadline
-(then it ends with OK: the client watches again, and lists what it may have missed), one
-message in flight, and every stream ends (UNAVAILABLE) when the service starts to stop.
+(RESOURCE_EXHAUSTED past it), of which at most MAX_WATCHERS_PER_MEMBER for one member (a few
+tabs, not every slot: one member, or one stolen token, cannot starve the others), each open at most
+`MAX_LIFETIME` or until the caller's deadline (then it ends with OK: the client watches again,
+and lists what it may have missed), one message in flight, and every stream ends (UNAVAILABLE)
+when the service starts to stop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ POLL = 0.5
 MAX_LIFETIME = 600.0
 #: Notices read per look.
 BATCH = 100
+#: Streams one member may hold open on a replica (rental's MAX_WATCHERS_PER_MEMBER).
+MAX_WATCHERS_PER_MEMBER = 8
 
 
 class NoticeHub:
@@ -61,7 +64,12 @@ class Watchers:
     """The open watch streams of this replica."""
 
     def __init__(
-        self, store: NoticeStore, hub: NoticeHub, readiness: Readiness, max_watchers: int, max_per_member: int
+        self,
+        store: NoticeStore,
+        hub: NoticeHub,
+        readiness: Readiness,
+        max_watchers: int,
+        max_per_member: int = MAX_WATCHERS_PER_MEMBER,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -74,23 +82,22 @@ class Watchers:
         self._members: dict[str, int] = {}
 
     def acquire(self, member_id: str) -> None:
-        """Takes a slot for a stream of `member_id`'s notices, or RESOURCE_EXHAUSTED when the
-        member has all theirs or every slot is taken."""
-        held = self._members.get(member_id, 0)
-        if held >= self._max_per_member:
-            raise error_info(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this replica already streams this member's notices to {self._max_per_member} watchers; "
-                "close one, or retry later",
-                "NOTICE_WATCHERS_PER_MEMBER_EXHAUSTED",
-                max_notice_watchers_per_member=str(self._max_per_member),
-            )
+        """Takes a slot for a stream of `member_id`'s notices, or RESOURCE_EXHAUSTED when every
+        slot is taken or the member holds theirs."""
         if self._open >= self._max:
             raise error_info(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"this replica already streams notices to {self._max} watchers; retry later",
                 "NOTICE_WATCHERS_EXHAUSTED",
                 max_notice_watchers=str(self._max),
+            )
+        held = self._members.get(member_id, 0)
+        if held >= self._max_per_member:
+            raise error_info(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this member already watches {self._max_per_member} streams on this replica; close one",
+                "NOTICE_WATCHERS_PER_MEMBER_EXHAUSTED",
+                max_watchers_per_member=str(self._max_per_member),
             )
         self._members[member_id] = held + 1
         self._open += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import jwt
 import pytest
@@ -170,3 +171,58 @@ def test_workloads_count_only_in_this_trust_domain_and_namespace(keys):
     assert authorizer.identify(ours, None) == Caller(workload="check")
     assert authorizer.identify(theirs, None) == Caller()
     assert authorizer.identify(None, "Bearer " + token(keys, "librarian")).user.roles == ("librarian",)
+
+
+_ABSENT = object()
+
+
+def signed(keys, **claims) -> str:
+    """A token signed with the development key, with `claims` over valid ones (`_ABSENT`
+    removes one)."""
+    now = int(time.time())
+    body = {"sub": "m-1", "roles": ["member"], "iss": "bookmesh-dev", "aud": "bookmesh", "iat": now, "exp": now + 600}
+    body.update(claims)
+    body = {name: value for name, value in body.items() if value is not _ABSENT}
+    key = serialization.load_pem_private_key((keys / "jwt.key").read_bytes(), password=None)
+    return jwt.encode(body, key, algorithm="EdDSA")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"iat": _ABSENT},
+        {"aud": ["bookmesh"]},  # RFC 7519 allows an array; the Rust services' RawClaims do not
+        {"aud": ["elsewhere"]},  # the shape is checked before the audience, as in Rust
+        {"exp": time.time() + 600.5},  # a u64 in Rust
+        {"iat": -1},
+        {"sub": 7},
+        {"roles": None},
+        {"roles": ["member", 3]},
+        {"exp": int(time.time()) - 3600, "iat": _ABSENT},  # expired, but malformed first
+    ],
+)
+def test_claims_the_rust_services_cannot_read_are_malformed(keys, claims):
+    with pytest.raises(TokenRefusal) as refused:
+        verifier(keys).verify("Bearer " + signed(keys, **claims))
+    assert refused.value.reason == "TOKEN_MALFORMED"
+
+
+def test_claims_jsonwebtoken_does_not_check_are_not_checked(keys):
+    later = int(time.time()) + 3600
+    # An `iat` or an `nbf` in the future (a skewed issuer clock): the Rust services accept both.
+    assert verifier(keys).verify("Bearer " + signed(keys, iat=later)).subject == "m-1"
+    assert verifier(keys).verify("Bearer " + signed(keys, nbf=later)).subject == "m-1"
+    assert verifier(keys).verify("Bearer " + signed(keys, roles=_ABSENT, jti=5)).roles == ()
+
+
+def test_expiry_issuer_and_audience_are_checked_in_that_order(keys):
+    now = int(time.time())
+    for claims, reason in (
+        ({"exp": now - 31, "iss": "elsewhere"}, "TOKEN_EXPIRED"),
+        ({"iss": "elsewhere", "aud": "another"}, "TOKEN_ISSUER_INVALID"),
+        ({"aud": "another"}, "TOKEN_AUDIENCE_INVALID"),
+    ):
+        with pytest.raises(TokenRefusal) as refused:
+            verifier(keys).verify("Bearer " + signed(keys, **claims))
+        assert refused.value.reason == reason, claims
+    assert verifier(keys).verify("Bearer " + signed(keys, exp=now - 20)).subject == "m-1", "30 s of leeway"

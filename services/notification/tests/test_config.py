@@ -70,3 +70,17 @@ def test_durations_and_masked_urls():
     assert mask_url_password("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
     described = Config.from_env({"BOOKMESH_REDIS_URL": "redis://u:hunter2@r/0"}).described()
     assert "hunter2" not in str(described)
+
+
+def test_what_is_kept_is_bounded_and_configurable():
+    config = Config.from_env({})
+    assert config.notice_retention == 90 * 86400 and config.max_notices_per_member == 200
+    config = Config.from_env({"BOOKMESH_NOTICE_RETENTION": "30d", "BOOKMESH_MAX_NOTICES_PER_MEMBER": "50"})
+    assert (config.notice_retention, config.max_notices_per_member) == (30 * 86400, 50)
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({"BOOKMESH_MAX_NOTICES_PER_MEMBER": "0"})
+    assert "BOOKMESH_MAX_NOTICES_PER_MEMBER" in str(raised.value)
+    # A notice must outlive the inbox entry of its event: its id is what stops a replay then.
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({"BOOKMESH_NOTICE_RETENTION": "3d"})
+    assert "BOOKMESH_NOTICE_RETENTION" in str(raised.value)

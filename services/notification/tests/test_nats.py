@@ -98,3 +98,25 @@ async def test_events_arrive_once_through_the_durable_consumer_and_a_restart_res
     titles = [notice.title for notice in await store.list_notices(member, 10)]
     assert titles == ["Three", "Two", "One"], "the forged envelope refused, the copy ignored"
     await store.close()
+
+
+async def test_an_event_no_datetime_holds_is_dead_lettered_and_consumption_goes_on(jetstream, tmp_path):
+    js, prefix = jetstream
+    store = SqliteStore(tmp_path / "notification.db")
+    await store.open()
+    member = str(uuid.uuid4())
+    payload = rent_confirmed(member, "Poison")
+    payload.due_at.seconds = 10**12  # past year 9999
+    poison = envelope(payload, 1)
+    await publish(js, prefix, poison)
+    await publish(js, prefix, envelope(rent_confirmed(member, "Fine"), 2))
+
+    async def moved_on():
+        return await store.cursor("notification:rental") == 2
+
+    await consume(store, prefix, moved_on)
+    assert [notice.title for notice in await store.list_notices(member, 10)] == ["Fine"]
+    assert [event_id for event_id, _ in await store.dead_letters()] == [poison.event_id]
+    info = await js.consumer_info(nats_stream(prefix), "notification")
+    assert info.num_ack_pending == 0 and info.num_pending == 0, "both acknowledged"
+    await store.close()

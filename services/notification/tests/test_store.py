@@ -316,3 +316,18 @@ async def test_sqlite_damaged_file_is_a_store_error(tmp_path):
     with pytest.raises(StoreError):
         await store.open()
     await store.close()
+
+
+def test_the_configured_bounds_reach_the_store(tmp_path):
+    from bookmesh_notification.config import Config
+    from bookmesh_notification.store import from_config
+
+    for kind in ("sqlite", "redis"):
+        config = Config.from_env(
+            {
+                "BOOKMESH_NOTIFICATION_STORE": kind,
+                "BOOKMESH_DATA_DIR": str(tmp_path),
+                "BOOKMESH_MAX_NOTICES_PER_MEMBER": "7",
+            }
+        )
+        assert from_config(config)._max_notices == 7

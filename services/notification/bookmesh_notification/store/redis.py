@@ -266,7 +266,7 @@ class RedisStore(NoticeStore):
         await self._call(self._client.set(self._key("schema"), SCHEMA_VERSION, nx=True))
         version = int(await self._call(self._client.get(self._key("schema"))))
         if version < 2:
-            await self._index_notice_ages()
+            await self._call(self._index_notice_ages())  # its SCAN's errors mapped too
             await self._call(self._client.set(self._key("schema"), SCHEMA_VERSION))
 
     async def _index_notice_ages(self) -> None:
@@ -318,7 +318,12 @@ class RedisStore(NoticeStore):
             "sequence": str(event.sequence),
             "now_ms": str(_ms(now)),
             "notices": [
-                {"id": n.notice_id, "member": n.member_id, "json": _notice_json(n), "created_ms": str(_ms(n.created_at))}
+                {
+                    "id": n.notice_id,
+                    "member": n.member_id,
+                    "json": _notice_json(n),
+                    "created_ms": str(_ms(n.created_at)),
+                }
                 for n in event.notices
             ],
             "remember": [
