@@ -113,7 +113,8 @@ export class HttpError extends Error {
 /**
  * Calls one of the gateway's JSON endpoints (/auth/..., /api/...) and parses the answer.
  * Errors become an HttpError with the body's `message` (or `error`) when there is one.
- * `auth` adds the signed-in user's token (the fault switches forward it to the services).
+ * The signed-in user's token goes along unless `auth` is false: the gateway asks for one on
+ * /api/* whenever the services verify tokens, and the fault switches forward it.
  */
 export async function fetchJson<T>(
   path: string,
@@ -121,7 +122,7 @@ export async function fetchJson<T>(
 ): Promise<T> {
   const headers: Record<string, string> = { accept: "application/json" };
   if (init.body !== undefined) headers["content-type"] = "application/json";
-  const token = init.auth ? currentToken() : undefined;
+  const token = init.auth === false ? undefined : currentToken();
   if (token) headers.authorization = `Bearer ${token}`;
   let response: Response;
   try {

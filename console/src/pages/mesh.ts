@@ -1,4 +1,4 @@
-// The mesh at a glance, from the gateway's GET /api/mesh (no sign-in needed): per service its
+// The mesh at a glance, from the gateway's GET /api/mesh (signed in): per service its
 // replicas (up, ready), request and error rates, p99 latency and circuit breakers, polled
 // every 2 s (the gateway refreshes its figures at most once a second).
 
