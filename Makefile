@@ -136,6 +136,7 @@ bench: ## Benchmark on release builds: reads through the full stack against bare
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" reads --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),3) --db $(or $(BENCH_DB),sqlite) \
 	  --json target/bench/reads-$(or $(BENCH_DB),sqlite).json --svg docs/images/bench-reads-$(or $(BENCH_DB),sqlite).svg
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" footprint --json target/bench/footprint.json
+	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" saga --rates $(or $(RATES),10,25,50,100) --duration $(or $(DURATION),10s) --json target/bench/saga.json
 
 .PHONY: bench-security
 bench-security: ## What mTLS and authorization cost GetBook against plaintext, on release builds (docs/security.md)

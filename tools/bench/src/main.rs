@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 
 mod footprint;
 mod reads;
+mod saga;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -60,6 +61,8 @@ enum Bench {
     /// same GetBook message; book-service's GetBook and ListBooks on SQLite (or PostgreSQL
     /// with BENCH_DB=postgres). A table of ratios, a JSON file and an SVG chart.
     Reads(reads::ReadsArgs),
+    /// Saga convergence: RentBook's answer to RentConfirmed on the feed, at fixed rates.
+    Saga(saga::SagaArgs),
     /// Each Rust service's start to SERVING, idle resident memory and binary size.
     Footprint(footprint::FootprintArgs),
     /// The bare tonic server `reads` measures against (started by it, pinned to a core).
@@ -129,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         } => security(duration, connections, concurrency, rounds, bin_dir).await,
         Bench::Reads(args) => reads::run(args).await,
         Bench::Footprint(args) => footprint::run(args).await,
+        Bench::Saga(args) => saga::run(args).await,
         Bench::BareServer { listen } => reads::serve_bare(listen).await,
     }
 }

@@ -76,6 +76,11 @@ impl Way {
     }
 }
 
+/// The book every way answers with (and the saga bench rents).
+pub(crate) fn a_book() -> RegisterBookRequest {
+    the_book()
+}
+
 /// The book every way answers with.
 fn the_book() -> RegisterBookRequest {
     RegisterBookRequest {
