@@ -3,12 +3,12 @@
 //!
 //! A watcher does not re-read the whole history on a timer. It looks at a fingerprint of the
 //! member's history (two indexed lookups, [`RentalStore::history_fingerprint`]) whenever this
-//! process commits a card change, and every [`POLL`] for what the event consumers or other
+//! process commits a change to that member's card, and every [`POLL`] for what the event consumers or other
 //! replicas committed; only when the fingerprint moved does it read and send the history.
 //!
 //! Bounds, so that watchers cannot exhaust a replica: at most `--max-history-watchers` streams
-//! at once and [`MAX_WATCHERS_PER_MEMBER`] per member (RESOURCE_EXHAUSTED past either), each open at most [`MAX_LIFETIME`] or until the
-//! caller's deadline (then it ends with OK and the client subscribes again, possibly to
+//! at once and [`MAX_WATCHERS_PER_MEMBER`] per member (RESOURCE_EXHAUSTED past either), each
+//! open at most [`MAX_LIFETIME`] or until the caller's deadline (then it ends with OK and the client subscribes again, possibly to
 //! another replica), one message in flight (a slow reader delays its own next look, and
 //! changes in between arrive as one message), and every stream ends when the service starts
 //! to stop.
@@ -202,13 +202,25 @@ impl Watchers {
                 }
                 sent = Some(now);
             }
-            tokio::select! {
-                // Ends with OK (the stream closes when `tx` drops): the caller subscribes again.
-                () = tokio::time::sleep_until(ends_at) => return,
-                _ = changes.changed() => {}
-                _ = stopping.changed() => {}
-                () = tokio::time::sleep(POLL) => {}
-                () = tx.closed() => return,
+            // Wait for a reason to look: a change of this member's card here, the poll (what
+            // other replicas and the consumers committed), the stop, or the end.
+            let poll = tokio::time::sleep(POLL);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    // Ends with OK (the stream closes when `tx` drops): the caller subscribes
+                    // again.
+                    () = tokio::time::sleep_until(ends_at) => return,
+                    changed = changes.recv() => match changed {
+                        // Another member's card: keep waiting, without a query.
+                        Ok(member) if member != member_id => {}
+                        // Ours, or notices missed (lagged): look.
+                        _ => break,
+                    },
+                    _ = stopping.changed() => break,
+                    () = &mut poll => break,
+                    () = tx.closed() => return,
+                }
             }
         }
     }

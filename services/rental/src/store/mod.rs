@@ -25,6 +25,10 @@ use crate::error::RentalError;
 use crate::history::{History, Received, Step};
 use entity::{card, item};
 
+/// Card changes announced to history watchers and not read yet, at most; a watcher further
+/// behind looks at its member's history anyway.
+const CHANGE_NOTICES: usize = 256;
+
 /// Attempts of a read-modify-write before giving up with ABORTED.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -36,9 +40,9 @@ pub struct RentalStore {
     sqlite_writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Woken after a commit that appended events, so they do not wait for its next poll.
     relay: Relay,
-    /// Counts this process's committed card changes, so history watchers look at once
-    /// instead of at their next poll.
-    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Announces the member of each card change this process commits, so that only that
+    /// member's history watchers look at once (the others wait for their poll).
+    changes: tokio::sync::broadcast::Sender<Uuid>,
 }
 
 /// A card with one page of its history.
@@ -67,14 +71,15 @@ impl RentalStore {
             db,
             sqlite_writer,
             relay,
-            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            changes: tokio::sync::broadcast::channel(CHANGE_NOTICES).0,
         }
     }
 
-    /// Changes every time this process commits a change to a card through [`Self::update`]
-    /// (the API's writes). Changes made by the event consumers or by other replicas do not
-    /// show here: a watcher also polls [`Self::history_fingerprint`].
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// The members whose cards this process changes, as it commits them ([`Self::update`]:
+    /// the API's writes). Changes made by the event consumers or by other replicas do not
+    /// show here: a watcher also polls [`Self::history_fingerprint`]. A receiver that lags
+    /// behind has missed some: it looks, as for its own member.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
         self.changes.subscribe()
     }
 
@@ -201,8 +206,8 @@ impl RentalStore {
                     if publishes {
                         self.relay.wake();
                     }
-                    self.changes
-                        .send_modify(|count| *count = count.wrapping_add(1));
+                    // No receiver (no watcher) is not an error.
+                    let _ = self.changes.send(member_id);
                     return Ok((card, outcome));
                 }
                 Err(error) if is_contention(&error) => {
