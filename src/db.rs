@@ -4,15 +4,46 @@
 
 use std::time::Duration;
 
-use sea_orm::sqlx::sqlite::SqliteJournalMode;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::readiness::Readiness;
 
-/// Connections per service process: enough for its concurrency limit's database work without
-/// exhausting a shared database server when many replicas run.
+/// Connections per service process on a database server: enough for its concurrency limit's
+/// database work without exhausting a server that many replicas share.
 const MAX_CONNECTIONS: u32 = 16;
+
+/// Connections per service process on SQLite. Each one is a thread of its own (sqlx hands every
+/// statement to it over a channel), and SQLite's work per statement is a few microseconds of
+/// CPU: past a handful, more connections only add context switches (a profile under GetBook
+/// load showed a third of the CPU in futex wake-ups with 16). Writers take turns anyway
+/// ([`begin_write`]), so this is a small read pool plus the one writer.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
+/// The pool size for `url`'s engine; `BOOKMESH_DB_MAX_CONNECTIONS` overrides it (benchmarks
+/// compare sizes with it).
+fn max_connections(url: &str) -> u32 {
+    if let Some(size) = std::env::var("BOOKMESH_DB_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|size| size.parse::<u32>().ok())
+        .filter(|size| *size > 0)
+    {
+        return size;
+    }
+    if url.starts_with("sqlite:") {
+        SQLITE_MAX_CONNECTIONS
+    } else {
+        MAX_CONNECTIONS
+    }
+}
 
 /// Opens a lazy pool: no connection is made until first use, so a server can start, answer
 /// health checks with NOT_SERVING, and wait for a database that is still starting (as happens
@@ -22,15 +53,24 @@ pub async fn connect_lazy(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .connect_lazy(true)
-        .max_connections(MAX_CONNECTIONS)
+        .max_connections(max_connections(url))
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false)
-        // WAL lets readers run beside the one writer; the busy timeout makes concurrent writers
-        // wait for the lock instead of failing with SQLITE_BUSY.
+        // WAL lets readers run beside the one writer; the busy timeout makes a writer of another
+        // process wait for the lock instead of failing with SQLITE_BUSY (writers of this process
+        // take turns in begin_write).
+        //
+        // synchronous=NORMAL under WAL: a commit appends to the WAL without waiting for the disk,
+        // which is synced at each checkpoint instead. What it risks is exactly this: on a power
+        // loss or an operating-system crash, the last transactions committed before it may be
+        // rolled back (the database stays consistent, never corrupt). A crash of the process
+        // loses nothing: what is in the WAL is in the kernel's page cache. FULL (sync on every
+        // commit) capped the event pipeline at about 30 transactions/s (docs/performance.md).
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .create_if_missing(true)
         });
@@ -47,6 +87,62 @@ pub async fn connect_lazy(url: &str) -> Result<DatabaseConnection, DbErr> {
             connected => return connected,
         }
     }
+}
+
+/// Starts a transaction that will write. On SQLite it first waits for this process's turn to
+/// write to that database file, then takes the write lock at BEGIN (`BEGIN IMMEDIATE`).
+///
+/// Why: SQLite has one writer. A default (deferred) transaction that read first and then writes
+/// cannot wait for a writer that committed in between: its snapshot is stale, so it fails at
+/// once with SQLITE_BUSY_SNAPSHOT, whatever the busy timeout. Under load that turned into
+/// retries and spurious ABORTED answers although no two calls touched the same row. Taking the
+/// lock up front makes the transaction wait instead, and taking turns inside the process makes
+/// it wait on a queue rather than in SQLite's busy handler, which polls with sleeps of up to
+/// 100 ms. On PostgreSQL and MySQL/MariaDB this is a plain `BEGIN`: their row locks and
+/// optimistic versions already let concurrent writers run.
+///
+/// Keep the returned turn until the transaction is committed or dropped.
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<(DatabaseTransaction, WriterTurn), DbErr> {
+    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        return Ok((db.begin().await?, WriterTurn(None)));
+    }
+    let file = db
+        .get_sqlite_connection_pool()
+        .connect_options()
+        .get_filename()
+        .to_path_buf();
+    let turn = match sqlite_writer(file) {
+        Some(writer) => Some(writer.lock_owned().await),
+        None => None,
+    };
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await?;
+    Ok((txn, WriterTurn(turn)))
+}
+
+/// A writer's turn on a SQLite database ([`begin_write`]); the next writer goes when it drops.
+#[must_use = "the turn ends when this is dropped: keep it until the transaction ends"]
+pub struct WriterTurn(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
+
+/// The queue of this process's writers to one SQLite file (none for an in-memory database,
+/// which is private to its connection). One entry per file a process opens: a handful.
+fn sqlite_writer(file: PathBuf) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    if file.as_os_str().is_empty() || file.as_os_str() == ":memory:" {
+        return None;
+    }
+    static WRITERS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+        OnceLock::new();
+    let mut writers = WRITERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Some(writers.entry(file).or_default().clone())
 }
 
 /// Applies `M`'s pending migrations while holding a lock on the database, so replicas that
@@ -211,18 +307,30 @@ pub fn timestamp_column(
 /// Exports the pool's connections in use and idle (`bookmesh_db_pool_connections`).
 pub(crate) fn record_pool_metrics(db: &DatabaseConnection) {
     // The getters below panic for another backend, so they are only called for the right one.
-    let (size, idle) = match db.get_database_backend() {
+    let (size, idle, max) = match db.get_database_backend() {
         sea_orm::DbBackend::Sqlite => {
             let pool = db.get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle())
+            (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            )
         }
         sea_orm::DbBackend::Postgres => {
             let pool = db.get_postgres_connection_pool();
-            (pool.size(), pool.num_idle())
+            (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            )
         }
         sea_orm::DbBackend::MySql => {
             let pool = db.get_mysql_connection_pool();
-            (pool.size(), pool.num_idle())
+            (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            )
         }
         _ => return,
     };
@@ -231,9 +339,7 @@ pub(crate) fn record_pool_metrics(db: &DatabaseConnection) {
         .with_label_values(&["used"])
         .set(i64::from(size) - idle as i64);
     gauge.with_label_values(&["idle"]).set(idle as i64);
-    gauge
-        .with_label_values(&["max"])
-        .set(i64::from(MAX_CONNECTIONS));
+    gauge.with_label_values(&["max"]).set(i64::from(max));
 }
 
 /// Whether `error` means "another transaction holds the lock or got there first": SQLite's busy

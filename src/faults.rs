@@ -543,6 +543,20 @@ pub(crate) fn event_delay() -> Option<Duration> {
     Some(delay)
 }
 
+/// Whether a fault that acts on event delivery or its transaction is switched on: consumers
+/// then handle events one by one, where each of these faults acts per event.
+pub(crate) fn event_faults_active() -> bool {
+    [
+        FaultKind::DatabaseOutage,
+        FaultKind::PoisonEvent,
+        FaultKind::EventDelay,
+        FaultKind::DuplicateDelivery,
+        FaultKind::Crash,
+    ]
+    .into_iter()
+    .any(|kind| active(kind, |_| ()).is_some())
+}
+
 /// Whether a delivered event is delivered once more.
 pub(crate) fn duplicate_delivery() -> bool {
     let hit = active(FaultKind::DuplicateDelivery, Fault::strikes).unwrap_or(false);

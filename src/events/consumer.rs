@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, TransactionTrait,
+    EntityTrait, QueryFilter,
 };
 use tokio_stream::StreamExt;
 
@@ -258,26 +258,92 @@ impl Processor {
         Ok(handled)
     }
 
+    /// Handles events delivered together (in feed order). When every one of them applies,
+    /// they commit in ONE transaction: one turn of the SQLite writer and one commit for the
+    /// batch instead of one per event, with the inbox and the cursor exactly as one by one
+    /// would leave them. If any of them fails (or a fault switch that acts on events is on),
+    /// the batch rolls back and its events go one by one through [`Self::process`], which
+    /// retries, dead-letters and records as always: batching never changes an outcome.
+    pub async fn process_batch(&self, events: &[Event]) -> Result<(), DbErr> {
+        if events.len() > 1 && !crate::faults::event_faults_active() {
+            match self.try_apply_batch(events).await {
+                Ok(outcomes) => {
+                    if outcomes.contains(&Handled::Applied) {
+                        crate::faults::crash_point(crate::faults::crash_points::AFTER_APPLY);
+                        self.committed();
+                    }
+                    for (event, handled) in events.iter().zip(outcomes) {
+                        self.record(event, handled);
+                    }
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::debug!(
+                        subscription = %self.config.subscription(),
+                        events = events.len(),
+                        %error,
+                        "batch not applied; applying its events one by one"
+                    );
+                }
+            }
+        }
+        for event in events {
+            self.process(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `events` in one transaction, each in its own consume span (continuing its
+    /// producer's trace); the first failure rolls all of them back.
+    async fn try_apply_batch(&self, events: &[Event]) -> Result<Vec<Handled>, HandlerError> {
+        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            let span = self.consume_span(event);
+            let trace = crate::telemetry::enter_trace(
+                &span,
+                crate::trace_context::TraceContext::parse(&event.traceparent),
+            );
+            let handled = tracing::Instrument::instrument(
+                // The same event twice in one batch (a redelivery) applies once: the
+                // transaction sees its own inbox rows.
+                crate::trace_context::scope(trace, self.apply_in(&txn, event)),
+                span,
+            )
+            .await?;
+            outcomes.push(handled);
+        }
+        if let Some(last) = events.iter().map(|event| event.sequence).max() {
+            advance(&txn, &self.config.subscription(), last).await?;
+        }
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The consumer span of one event: it continues the producing transaction's span, and the
+    /// effect's log lines and the events it publishes belong to it.
+    fn consume_span(&self, event: &Event) -> tracing::Span {
+        tracing::info_span!(
+            "consume",
+            otel.name = %format!("{} process", event.event_type),
+            otel.kind = "consumer",
+            messaging.system = "bookmesh",
+            messaging.destination.name = %event.producer,
+            messaging.consumer.group.name = %self.config.consumer,
+            messaging.message.id = %event.event_id,
+            event_id = %event.event_id,
+            event_type = %event.event_type,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    }
+
     async fn process_once(&self, event: &Event) -> Result<Handled, DbErr> {
         let mut backoff = self.config.initial_backoff;
         let mut last_error = String::new();
         let mut attempt = 0;
         while attempt < self.config.max_attempts.max(1) {
-            // The consumer span continues the producing transaction's span; the effect's log
-            // lines and the events it publishes belong to it.
-            let span = tracing::info_span!(
-                "consume",
-                otel.name = %format!("{} process", event.event_type),
-                otel.kind = "consumer",
-                messaging.system = "bookmesh",
-                messaging.destination.name = %event.producer,
-                messaging.consumer.group.name = %self.config.consumer,
-                messaging.message.id = %event.event_id,
-                event_id = %event.event_id,
-                event_type = %event.event_type,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-            );
+            let span = self.consume_span(event);
             let trace = crate::telemetry::enter_trace(
                 &span,
                 crate::trace_context::TraceContext::parse(&event.traceparent),
@@ -339,14 +405,25 @@ impl Processor {
                 "database outage (fault injected)".to_owned(),
             ));
         }
-        let txn = self.db.begin().await?;
+        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
+        let handled = self.apply_in(&txn, event).await?;
+        advance(&txn, &self.config.subscription(), event.sequence).await?;
+        txn.commit().await?;
+        Ok(handled)
+    }
+
+    /// Inside `txn`: an event already in the inbox is a duplicate and changes nothing;
+    /// otherwise the handler applies its effect and the event id goes into the inbox.
+    async fn apply_in(
+        &self,
+        txn: &DatabaseTransaction,
+        event: &Event,
+    ) -> Result<Handled, HandlerError> {
         let seen = inbox::Entity::find_by_id(event.event_id.clone())
-            .one(&txn)
+            .one(txn)
             .await?
             .is_some();
         if seen {
-            advance(&txn, &self.config.subscription(), event.sequence).await?;
-            txn.commit().await?;
             return Ok(Handled::Duplicate);
         }
         if crate::faults::poison(&event.event_type) {
@@ -354,22 +431,20 @@ impl Processor {
                 "poison event (fault injected): the handler refuses it".to_owned(),
             ));
         }
-        self.handler.handle(&txn, event).await?;
+        self.handler.handle(txn, event).await?;
         inbox::Entity::insert(inbox::ActiveModel {
             event_id: Set(event.event_id.clone()),
             subscription: Set(self.config.subscription()),
             event_type: Set(event.event_type.clone()),
             processed_at: Set(crate::db::now()),
         })
-        .exec(&txn)
+        .exec(txn)
         .await?;
-        advance(&txn, &self.config.subscription(), event.sequence).await?;
-        txn.commit().await?;
         Ok(Handled::Applied)
     }
 
     async fn dead_letter(&self, event: &Event, error: &str) -> Result<(), DbErr> {
-        let txn = self.db.begin().await?;
+        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
         dead_letter::Entity::insert(dead_letter::ActiveModel {
             subscription: Set(self.config.subscription()),
             event_id: Set(event.event_id.clone()),
@@ -430,6 +505,10 @@ async fn advance(
     Ok(())
 }
 
+/// The most events a feed consumer applies in one transaction: big enough that a backlog
+/// drains at a fraction of the commits, small enough that the writer's turn stays short.
+const MAX_BATCH: usize = 64;
+
 /// Subscribes to the producer's feed through `upstream` and processes events until the service
 /// stops; reconnects with backoff, resuming after the stored cursor.
 pub(crate) async fn run_feed_consumer(
@@ -475,27 +554,38 @@ pub(crate) async fn run_feed_consumer(
         };
         tracing::info!(%subscription, after, "subscribed to the event feed");
         backoff = processor.config.initial_backoff;
-        loop {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut ended = false;
+        while !ended {
             let next = tokio::select! {
                 next = stream.next() => next,
                 _ = stopping.changed() => return,
             };
-            let event = match next {
-                Some(Ok(response)) => match response.event {
-                    Some(event) => event,
-                    None => continue,
-                },
-                Some(Err(status)) => {
-                    tracing::debug!(%subscription, %status, "event stream ended; resubscribing");
-                    break;
+            // Whatever else has arrived already joins this event's batch (never waiting for
+            // more: a lone event is applied at once).
+            let mut next = Some(next);
+            while let Some(delivered) = next.take() {
+                match delivered {
+                    Some(Ok(response)) => batch.extend(response.event),
+                    Some(Err(status)) => {
+                        tracing::debug!(%subscription, %status, "event stream ended; resubscribing");
+                        ended = true;
+                    }
+                    None => ended = true,
                 }
-                None => break,
-            };
-            if let Err(error) = processor.process(&event).await {
-                tracing::warn!(%subscription, event_id = %event.event_id, %error, "cannot record the outcome; resubscribing");
+                if !ended && batch.len() < MAX_BATCH {
+                    next = futures::FutureExt::now_or_never(stream.next());
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            if let Err(error) = processor.process_batch(&batch).await {
+                tracing::warn!(%subscription, events = batch.len(), %error, "cannot record the outcome; resubscribing");
                 tokio::time::sleep(backoff).await;
                 break;
             }
+            batch.clear();
         }
     }
 }
@@ -627,6 +717,80 @@ mod tests {
         let processor = Processor::new(db.clone(), config, Busy(AtomicU32::new(10)));
         assert_eq!(processor.process(&event(1)).await, Ok(Handled::Applied));
         assert_eq!(dead_letter::Entity::find().count(&db).await, Ok(0));
+    }
+
+    /// Writes its effect in the consumer's transaction (a cursor row per event, so applying
+    /// one twice would fail on the key), and rejects events of type "test.Bad".
+    struct Effects;
+
+    impl EventHandler for Effects {
+        fn handle<'a>(
+            &'a self,
+            txn: &'a DatabaseTransaction,
+            event: &'a Event,
+        ) -> BoxFuture<'a, Result<(), HandlerError>> {
+            Box::pin(async move {
+                if event.event_type == "test.Bad" {
+                    return Err(HandlerError::Rejected("bad event".into()));
+                }
+                cursor::Entity::insert(cursor::ActiveModel {
+                    subscription: Set(format!("effect:{}", event.event_id)),
+                    position: Set(event.sequence),
+                })
+                .exec(txn)
+                .await?;
+                Ok(())
+            })
+        }
+    }
+
+    async fn effects(db: &DatabaseConnection) -> u64 {
+        cursor::Entity::find()
+            .filter(cursor::Column::Subscription.starts_with("effect:"))
+            .count(db)
+            .await
+            .expect("count")
+    }
+
+    fn effects_processor(db: &DatabaseConnection) -> Processor {
+        let mut config = ConsumerConfig::new("test", "producer");
+        config.max_attempts = 2;
+        config.initial_backoff = Duration::from_millis(1);
+        Processor::new(db.clone(), config, Effects)
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_each_event_once_and_moves_the_cursor_to_its_last() {
+        let db = db().await;
+        let processor = effects_processor(&db);
+        let (first, second) = (event(1), event(2));
+        // The same event twice in one batch, then the whole batch redelivered.
+        let batch = [first.clone(), second.clone(), first.clone(), event(3)];
+        processor.process_batch(&batch).await.expect("batch");
+        assert_eq!(effects(&db).await, 3);
+        assert_eq!(processor.position().await, Ok(3));
+        processor.process_batch(&batch).await.expect("redelivery");
+        assert_eq!(effects(&db).await, 3);
+        assert_eq!(inbox::Entity::find().count(&db).await, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_failing_event_leaves_its_batch_to_be_applied_one_by_one() {
+        let db = db().await;
+        let processor = effects_processor(&db);
+        let mut bad = event(2);
+        bad.event_type = "test.Bad".into();
+        processor
+            .process_batch(&[event(1), bad.clone(), event(3)])
+            .await
+            .expect("batch");
+        // The others applied exactly once (the batch's first try rolled back), the bad one
+        // dead-lettered after its attempts, and the stream moved past all three.
+        assert_eq!(effects(&db).await, 2);
+        assert_eq!(processor.position().await, Ok(3));
+        let letters = dead_letter::Entity::find().all(&db).await.expect("letters");
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].event_id, bad.event_id);
     }
 
     #[test]

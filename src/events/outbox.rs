@@ -6,7 +6,7 @@ use std::time::Duration;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use tokio::sync::{Notify, watch};
 
@@ -88,7 +88,17 @@ impl Relay {
         if crate::faults::database_outage() {
             return Err(DbErr::Custom("fault injected: database outage".to_owned()));
         }
-        let txn = self.db.begin().await?;
+        // Look before taking the writer's turn: most polls find nothing, and they should not
+        // queue behind (or hold up) the writers.
+        let nothing_pending = outbox::Entity::find()
+            .filter(outbox::Column::FeedSequence.is_null())
+            .one(&self.db)
+            .await?
+            .is_none();
+        if nothing_pending {
+            return Ok(0);
+        }
+        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
         let pending = pending_rows(&txn).await?;
         if pending.is_empty() {
             return Ok(0);

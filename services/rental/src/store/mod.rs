@@ -35,9 +35,6 @@ const MAX_ATTEMPTS: usize = 8;
 #[derive(Clone)]
 pub struct RentalStore {
     db: DatabaseConnection,
-    /// SQLite has one writer and a deferred transaction that read first cannot wait for the
-    /// write lock (it fails at once), so writers of this process take turns here instead.
-    sqlite_writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Woken after a commit that appended events, so they do not wait for its next poll.
     relay: Relay,
     /// Announces the member of each card change this process commits, so that only that
@@ -65,11 +62,8 @@ struct LoadedCard {
 
 impl RentalStore {
     pub fn new(db: DatabaseConnection, relay: Relay) -> Self {
-        let sqlite_writer = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
-            .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
         Self {
             db,
-            sqlite_writer,
             relay,
             changes: tokio::sync::broadcast::channel(CHANGE_NOTICES).0,
         }
@@ -160,12 +154,9 @@ impl RentalStore {
     where
         C: Clone + Into<Option<Change>>,
     {
-        let _writer = match &self.sqlite_writer {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
         for attempt in 1..=MAX_ATTEMPTS {
-            let txn = self.db.begin().await?;
+            // On SQLite, this process's writers take turns (see begin_write).
+            let (txn, _turn) = bookmesh::db::begin_write(&self.db).await?;
             let loaded = match load(&txn, member_id, None).await? {
                 Some(loaded) => loaded,
                 None if create_if_missing => LoadedCard {
