@@ -130,13 +130,19 @@ soak: build tools ## Load the mesh for DURATION seconds (default 300) while SIGK
 check: ## Check that the running mesh (make run) is consistent once the sagas settle
 	$(CARGO) run --quiet -p bookmesh-check --
 
+# Saga rates for make bench (a variable: $(or ...) would split a comma-separated default).
+RATES ?= 50,100,200,300
+
 .PHONY: bench
-bench: ## Benchmark on release builds: reads through the full stack against bare tonic, and each service's footprint (tables, JSON under target/bench, a chart in docs/images); BENCH_DB=postgres for PostgreSQL (docs/performance.md)
+bench: ## Benchmark on release builds: reads through the full stack against bare tonic, each service's footprint, RentBook throughput and saga convergence (tables, JSON under target/bench, a chart in docs/images); BENCH_DB=postgres for PostgreSQL (docs/performance.md)
+	$(CARGO) build --release -p book-service --features bookmesh/bench-layer-switches
+	cp "$${CARGO_TARGET_DIR:-target}/release/book-service" "$${CARGO_TARGET_DIR:-target}/release/book-service-bench-layers"
 	$(CARGO) build --release -p book-service -p member-service -p rental-service -p bestbook-service -p gateway-service -p bookmesh-bench
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" reads --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),3) --db $(or $(BENCH_DB),sqlite) \
 	  --json target/bench/reads-$(or $(BENCH_DB),sqlite).json --svg docs/images/bench-reads-$(or $(BENCH_DB),sqlite).svg
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" footprint --json target/bench/footprint.json
-	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" saga --rates $(or $(RATES),10,25,50,100) --duration $(or $(DURATION),10s) --json target/bench/saga.json
+	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" rent --concurrency $(or $(CONCURRENCY),32) --duration $(or $(DURATION),10s) --db $(or $(BENCH_DB),sqlite) --json target/bench/rent-$(or $(BENCH_DB),sqlite).json
+	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" saga --rates $(RATES) --duration $(or $(DURATION),10s) --db $(or $(BENCH_DB),sqlite) --json target/bench/saga-$(or $(BENCH_DB),sqlite).json
 
 .PHONY: bench-security
 bench-security: ## What mTLS and authorization cost GetBook against plaintext, on release builds (docs/security.md)

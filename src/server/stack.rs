@@ -36,6 +36,38 @@ pub(crate) struct Guard {
     pub(crate) idempotency: Option<super::idempotency::IdempotencyLayer>,
 }
 
+/// The layers a benchmark build leaves out, to measure what each costs a call
+/// (`bookmesh-bench reads`, docs/performance.md). Only a build with the `bench-layer-switches`
+/// feature reads `BOOKMESH_BENCH_LAYERS_OFF` (a comma-separated list of `readiness`,
+/// `metrics`, `tracing`: the trace span and the access log); every other build has every
+/// layer, always.
+#[derive(Debug, Default, Clone, Copy)]
+struct LayersOff {
+    readiness: bool,
+    metrics: bool,
+    tracing: bool,
+}
+
+impl LayersOff {
+    #[cfg(feature = "bench-layer-switches")]
+    fn from_env() -> Self {
+        let off = std::env::var("BOOKMESH_BENCH_LAYERS_OFF").unwrap_or_default();
+        let has = |name: &str| off.split(',').any(|listed| listed.trim() == name);
+        let off = Self {
+            readiness: has("readiness"),
+            metrics: has("metrics"),
+            tracing: has("tracing"),
+        };
+        tracing::warn!(?off, "benchmark build: server layers switched off");
+        off
+    }
+
+    #[cfg(not(feature = "bench-layer-switches"))]
+    fn from_env() -> Self {
+        Self::default()
+    }
+}
+
 /// `service` behind the stack. It keeps its name, so tonic routes to it as before.
 pub(crate) fn guarded<S>(
     service: S,
@@ -59,9 +91,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let off = LayersOff::from_env();
     ServiceBuilder::new()
         // First: a service still migrating answers UNAVAILABLE and spends nothing else.
-        .layer(ReadinessGateLayer::new(guard.readiness.clone()))
+        .option_layer((!off.readiness).then(|| ReadinessGateLayer::new(guard.readiness.clone())))
         // Then shedding, before any work is spent on a call that will be refused: tower's
         // limit and load shed, answered as RESOURCE_EXHAUSTED.
         .layer(ShedAsResourceExhaustedLayer::new(S::NAME))
@@ -70,10 +103,10 @@ where
             guard.permits.clone(),
         ))
         // The span wraps everything below, so the access log and the handler run in it.
-        .layer(TraceLayer::new(S::NAME))
+        .option_layer((!off.tracing).then(|| TraceLayer::new(S::NAME)))
         // Metrics and the access log sit above the deadline, so they see its answer too.
-        .layer(MetricsLayer::new(S::NAME))
-        .layer(AccessLogLayer)
+        .option_layer((!off.metrics).then(|| MetricsLayer::new(S::NAME)))
+        .option_layer((!off.tracing).then_some(AccessLogLayer))
         // Every call gets a deadline, its checks included (a request read slowly for the
         // "member themself" check must not outlive it).
         .layer(DeadlineLayer::new(guard.request_timeout))

@@ -51,8 +51,8 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
         args.rounds, args.idle
     );
     println!(
-        "{:<18} {:>16} {:>12} {:>12}",
-        "service", "to SERVING ms", "idle RSS MB", "binary MB"
+        "{:<18} {:>14} {:>12} {:>9} {:>9} {:>10} {:>10}",
+        "service", "to SERVING ms", "idle RSS MB", "own MB", "file MB", "binary MB", "stripped"
     );
     for service in SERVICES {
         let binary = bin_dir.join(service);
@@ -60,7 +60,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
             bail!("{} not found: build it first", binary.display());
         }
         let mut starts = Vec::new();
-        let mut rss_kb = 0;
+        let mut rss_kb = Resident::default();
         for round in 0..args.rounds {
             let dir = work.path().join(format!("{service}-{round}"));
             std::fs::create_dir_all(&dir)?;
@@ -77,21 +77,29 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
             // The last start's process, left idle, gives the resident memory.
             if round + 1 == args.rounds {
                 tokio::time::sleep(args.idle).await;
-                rss_kb = child.id().map_or(0, |pid| resident_kb(pid).unwrap_or(0));
+                rss_kb = child.id().and_then(resident_kb).unwrap_or_default();
             }
             stop(&mut child).await;
         }
         starts.sort_by(f64::total_cmp);
         let median = starts[starts.len() / 2];
         let size_mb = std::fs::metadata(&binary)?.len() as f64 / (1024.0 * 1024.0);
-        let rss_mb = rss_kb as f64 / 1024.0;
-        println!("{service:<18} {median:>16.1} {rss_mb:>12.1} {size_mb:>12.1}");
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let (rss_mb, own_mb, file_mb) = (mb(rss_kb.total), mb(rss_kb.anonymous), mb(rss_kb.file));
+        let stripped = stripped_mb(&binary, work.path());
+        println!(
+            "{service:<18} {median:>14.1} {rss_mb:>12.1} {own_mb:>9.1} {file_mb:>9.1} {size_mb:>10.1} {:>10}",
+            stripped.map_or_else(|| "-".to_owned(), |mb| format!("{mb:.1}"))
+        );
         rows.push(serde_json::json!({
             "service": service,
             "start_to_serving_ms": (median * 10.0).round() / 10.0,
             "start_to_serving_ms_all": starts,
             "idle_rss_mb": (rss_mb * 10.0).round() / 10.0,
+            "idle_rss_own_mb": (own_mb * 10.0).round() / 10.0,
+            "idle_rss_file_mb": (file_mb * 10.0).round() / 10.0,
             "binary_mb": (size_mb * 10.0).round() / 10.0,
+            "stripped_mb": stripped.map(|mb| (mb * 10.0).round() / 10.0),
         }));
     }
     if let Some(path) = &args.json {
@@ -182,10 +190,41 @@ async fn healthz(port: u16) -> bool {
 }
 
 /// The process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
-fn resident_kb(pid: u32) -> Option<u64> {
+fn resident_kb(pid: u32) -> Option<Resident> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        let rest = line.strip_prefix("VmRSS:")?;
-        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    let field = |name: &str| {
+        status.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            rest.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+    };
+    Some(Resident {
+        total: field("VmRSS")?,
+        anonymous: field("RssAnon").unwrap_or_default(),
+        file: field("RssFile").unwrap_or_default(),
     })
+}
+
+/// Resident memory in KiB: the total, the process's own (heap, stacks) and the pages of
+/// files it maps (mostly its binary's code, shared by replicas on one node).
+#[derive(Default, Clone, Copy)]
+struct Resident {
+    total: u64,
+    anonymous: u64,
+    file: u64,
+}
+
+/// The size in MiB of `binary` stripped of its symbols, as the images ship it; `None` when
+/// `strip` is not installed.
+fn stripped_mb(binary: &Path, work: &Path) -> Option<f64> {
+    let copy = work.join("stripped");
+    std::fs::copy(binary, &copy).ok()?;
+    let stripped = std::process::Command::new("strip")
+        .arg(&copy)
+        .status()
+        .ok()?
+        .success();
+    let size = std::fs::metadata(&copy).ok()?.len() as f64 / (1024.0 * 1024.0);
+    let _ = std::fs::remove_file(&copy);
+    stripped.then_some(size)
 }

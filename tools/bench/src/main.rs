@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 
 mod footprint;
 mod reads;
+mod rent;
 mod saga;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -63,6 +64,8 @@ enum Bench {
     Reads(reads::ReadsArgs),
     /// Saga convergence: RentBook's answer to RentConfirmed on the feed, at fixed rates.
     Saga(saga::SagaArgs),
+    /// RentBook's throughput and latency at a fixed concurrency, sagas running behind it.
+    Rent(rent::RentArgs),
     /// Each Rust service's start to SERVING, idle resident memory and binary size.
     Footprint(footprint::FootprintArgs),
     /// The bare tonic server `reads` measures against (started by it, pinned to a core).
@@ -133,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Reads(args) => reads::run(args).await,
         Bench::Footprint(args) => footprint::run(args).await,
         Bench::Saga(args) => saga::run(args).await,
+        Bench::Rent(args) => rent::run(args).await,
         Bench::BareServer { listen } => reads::serve_bare(listen).await,
     }
 }

@@ -64,14 +64,33 @@ enum Way {
     Bare,
     GetBook,
     ListBooks,
+    /// GetBook from the benchmark build of book-service with these server layers switched
+    /// off (`BOOKMESH_BENCH_LAYERS_OFF`): what they cost is the difference to GetBook.
+    GetBookWithout(&'static str),
 }
 
+/// The benchmark build of book-service (`bench-layer-switches`), beside the others; `make
+/// bench` builds it. Without it, the layer ways are left out.
+const LAYERS_BINARY: &str = "book-service-bench-layers";
+
+/// The layer ways: each layer alone, then all of them.
+const LAYER_WAYS: [&str; 4] = [
+    "readiness",
+    "metrics",
+    "tracing",
+    "readiness,metrics,tracing",
+];
+
 impl Way {
-    fn label(self) -> &'static str {
+    fn label(self) -> String {
         match self {
-            Self::Bare => "bare tonic, GetBook from memory",
-            Self::GetBook => "book-service GetBook",
-            Self::ListBooks => "book-service ListBooks (20)",
+            Self::Bare => "bare tonic, GetBook from memory".into(),
+            Self::GetBook => "book-service GetBook".into(),
+            Self::ListBooks => "book-service ListBooks (20)".into(),
+            Self::GetBookWithout(off) if off.contains(',') => {
+                "GetBook, without readiness, metrics, tracing".into()
+            }
+            Self::GetBookWithout(off) => format!("GetBook, without {off}"),
         }
     }
 }
@@ -165,7 +184,15 @@ pub async fn run(args: ReadsArgs) -> anyhow::Result<()> {
     // Before pinning: afterwards this process sees only its own core.
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let pinned = pin_load_to_core(1);
-    let mut rows: Vec<Row> = [Way::Bare, Way::GetBook, Way::ListBooks]
+    let mut ways = vec![Way::Bare, Way::GetBook, Way::ListBooks];
+    if bin_dir.join(LAYERS_BINARY).exists() {
+        ways.extend(LAYER_WAYS.map(Way::GetBookWithout));
+    } else {
+        println!(
+            "({LAYERS_BINARY} not built: the cost of each server layer is not measured; make bench builds it)"
+        );
+    }
+    let mut rows: Vec<Row> = ways
         .into_iter()
         .map(|way| Row {
             way,
@@ -203,7 +230,7 @@ pub async fn run(args: ReadsArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "{:<32} {:>10} {:>15} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "{:<46} {:>10} {:>15} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "way", "calls/s", "rounds min-max", "÷ bare", "p50 ms", "p99 ms", "max ms", "errors"
     );
     let mut json_rows = Vec::new();
@@ -211,7 +238,7 @@ pub async fn run(args: ReadsArgs) -> anyhow::Result<()> {
         let throughput = median(&row.throughputs);
         let ratio = throughput / bare;
         println!(
-            "{:<32} {:>10.0} {:>15} {:>7.0}% {:>8.2} {:>8.2} {:>8.2} {:>7}",
+            "{:<46} {:>10.0} {:>15} {:>7.0}% {:>8.2} {:>8.2} {:>8.2} {:>7}",
             row.way.label(),
             throughput,
             format!(
@@ -297,7 +324,7 @@ async fn run_way(
         let channels = connect(&url, args.connections).await?;
         let op = match way {
             Way::Bare => Op::GetBook("01a21000-0000-7000-8000-000000000001".into()),
-            Way::GetBook | Way::ListBooks => {
+            Way::GetBook | Way::ListBooks | Way::GetBookWithout(_) => {
                 let mut client =
                     bookmesh::proto::book::v1::book_service_client::BookServiceClient::new(
                         channels[0].clone(),
@@ -346,6 +373,7 @@ fn start(
             ],
         ),
         Way::GetBook | Way::ListBooks => (bin_dir.join("book-service"), Vec::new()),
+        Way::GetBookWithout(_) => (bin_dir.join(LAYERS_BINARY), Vec::new()),
     };
     if !binary.exists() {
         bail!("{} not found: build it first", binary.display());
@@ -365,19 +393,8 @@ fn start(
             "sqlite://{}?mode=rwc",
             work.join(format!("book-{port}.db")).display()
         ),
-        "postgres" => {
-            // A fresh database per run and way, on the local server.
-            let name = format!("bench_{}_{round}_{port}", std::process::id());
-            let created = std::process::Command::new("psql")
-                .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-c"])
-                .arg(format!("CREATE DATABASE {name}"))
-                .stdout(Stdio::null())
-                .status()?;
-            if !created.success() {
-                bail!("cannot create the PostgreSQL database {name}");
-            }
-            format!("postgres://postgres@127.0.0.1:5432/{name}")
-        }
+        // A fresh database per run and way, on the local server.
+        "postgres" => fresh_postgres(&format!("bench_{}_{round}_{port}", std::process::id()))?,
         other => bail!("--db must be sqlite or postgres, not {other}"),
     };
     command
@@ -388,10 +405,31 @@ fn start(
         .env("BOOKMESH_MAX_CONCURRENT_REQUESTS", "4096")
         .env("BOOKMESH_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
+        .env(
+            "BOOKMESH_BENCH_LAYERS_OFF",
+            match way {
+                Way::GetBookWithout(off) => off,
+                _ => "",
+            },
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
     Ok(command.spawn()?)
+}
+
+/// Creates the database `name` on the local PostgreSQL server; its URL.
+pub(crate) fn fresh_postgres(name: &str) -> anyhow::Result<String> {
+    let created = std::process::Command::new("psql")
+        .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .context("running psql")?;
+    if !created.success() {
+        bail!("cannot create the PostgreSQL database {name}");
+    }
+    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
 }
 
 /// `connections` plaintext channels, each connected and its server SERVING.
@@ -416,9 +454,9 @@ async fn connect(url: &str, connections: usize) -> anyhow::Result<Vec<tonic::tra
 
 /// A bar chart: throughput per way (bars, with the share of bare tonic), and p99 beside it.
 fn chart(rows: &[Row], median: impl Fn(&[f64]) -> f64) -> String {
-    let width = 760.0;
+    let width = 880.0;
     let bar_height = 28.0;
-    let left = 230.0;
+    let left = 330.0;
     let top = 40.0;
     let height = top + rows.len() as f64 * (bar_height + 14.0) + 30.0;
     let bare = median(&rows[0].throughputs).max(1.0);

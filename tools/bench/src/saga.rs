@@ -39,6 +39,10 @@ pub struct SagaArgs {
     /// Folder of the service binaries (default: this binary's own folder).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// The services' databases: `sqlite` (files under a temporary folder, as `make run`
+    /// stores them), or `postgres` (a fresh database each on the local server).
+    #[arg(long, env = "BENCH_DB", default_value = "sqlite")]
+    db: String,
     /// Write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -55,8 +59,8 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
     let bin_dir = binaries(args.bin_dir.clone())?;
     println!();
     println!(
-        "Saga convergence: RentBook answered → RentConfirmed on rental's feed; each rental its own member and book; {:?} per rate, fresh SQLite mesh per rate",
-        args.duration
+        "Saga convergence: RentBook answered → RentConfirmed on rental's feed; each rental its own member and book; {:?} per rate, fresh mesh per rate on {}",
+        args.duration, args.db
     );
     println!(
         "{:>8} {:>7} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}  errors",
@@ -67,7 +71,7 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
         if rate <= 0.0 {
             bail!("rates must be positive");
         }
-        let row = one_rate(&bin_dir, rate, args.duration)
+        let row = one_rate(&bin_dir, rate, args.duration, &args.db)
             .await
             .with_context(|| format!("at {rate}/s"))?;
         println!(
@@ -98,27 +102,11 @@ async fn one_rate(
     bin_dir: &Path,
     rate: f64,
     duration: Duration,
+    db: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let work = tempfile::tempdir()?;
-    let port = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (member, book, rental) = (port()?, port()?, port()?);
+    let (mut processes, [member, book, rental]) = start_mesh(bin_dir, work.path(), db)?;
     let url = |port: u16| format!("http://127.0.0.1:{port}");
-    let mut processes = Vec::new();
-    for (name, listen) in [("member", member), ("book", book), ("rental", rental)] {
-        processes.push(spawn(
-            bin_dir,
-            name,
-            listen,
-            work.path(),
-            member,
-            book,
-            rental,
-        )?);
-    }
     let result = async {
         let member_channel = serving(&url(member)).await?;
         let book_channel = serving(&url(book)).await?;
@@ -231,7 +219,7 @@ async fn one_rate(
     result
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -263,7 +251,43 @@ async fn follow_feed(channel: tonic::transport::Channel, timeline: Arc<Mutex<Tim
     }
 }
 
-async fn serving(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+/// Starts member, book and rental services (release, plaintext; SQLite under `work`, or with
+/// `db` = `postgres` a fresh database each) on free ports; returns the processes and the
+/// ports (member, book, rental).
+pub(crate) fn start_mesh(
+    bin_dir: &Path,
+    work: &Path,
+    db: &str,
+) -> anyhow::Result<(Vec<Child>, [u16; 3])> {
+    let port = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (member, book, rental) = (port()?, port()?, port()?);
+    let mut processes = Vec::new();
+    for (name, listen) in [("member", member), ("book", book), ("rental", rental)] {
+        let database = match db {
+            "sqlite" => None,
+            "postgres" => Some(super::reads::fresh_postgres(&format!(
+                "bench_{}_{name}_{listen}",
+                std::process::id()
+            ))?),
+            other => bail!("--db must be sqlite or postgres, not {other}"),
+        };
+        processes.push(spawn(
+            bin_dir,
+            name,
+            listen,
+            work,
+            [member, book, rental],
+            database,
+        )?);
+    }
+    Ok((processes, [member, book, rental]))
+}
+
+pub(crate) async fn serving(url: &str) -> anyhow::Result<tonic::transport::Channel> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned())?
@@ -285,15 +309,17 @@ fn spawn(
     name: &str,
     listen: u16,
     work: &Path,
-    member: u16,
-    book: u16,
-    rental: u16,
+    [member, book, rental]: [u16; 3],
+    database: Option<String>,
 ) -> anyhow::Result<Child> {
     let binary = bin_dir.join(format!("{name}-service"));
     if !binary.exists() {
         bail!("{} not found: build it first", binary.display());
     }
     let mut command = Command::new(binary);
+    if let Some(url) = database {
+        command.env("BOOKMESH_DATABASE_URL", url);
+    }
     command
         .env("BOOKMESH_LISTEN", format!("127.0.0.1:{listen}"))
         .env("BOOKMESH_DATA_DIR", work.join(name))
