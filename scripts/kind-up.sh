@@ -3,9 +3,10 @@
 #   1. the cluster from k8s/kind/cluster.yaml (kept if it exists),
 #   2. metrics-server, patched for kind's self-signed kubelet certificates (HPAs need it),
 #   3. cert-manager, which issues and renews the workload identities (k8s/base/pki),
-#   4. the images (make images) and `kind load` onto the nodes,
+#   4. the images (make images) and the third-party ones, `kind load`ed onto the nodes,
 #   5. the development token key (data/pki/jwt.pub, made if missing) as the Secret
-#      `token-keys`, and the kind overlay, waiting until everything is available.
+#      `token-keys`, and the kind overlay, waiting until everything is available; on a re-run,
+#      a restart of the bookmesh Deployments, so they run the images just rebuilt.
 # The cluster publishes the gateway's NodePort (30080) on localhost:8080: the console.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,15 @@ for tool in "$docker" "$kind" "$kubectl"; do
     exit 1
   }
 done
+
+# kind v0.24.0's network-policy controller makes DNS flaky under egress policies (kind#3713),
+# and every bookmesh pod has them: v0.25 or newer.
+kind_version=$("$kind" version | sed -n 's/^kind v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+read -r kind_major kind_minor <<<"${kind_version:-0 0}"
+if ((kind_major == 0 && kind_minor < 25)); then
+  echo "error: kind v0.25 or newer is needed, found: $("$kind" version)" >&2
+  exit 1
+fi
 
 step "1/5 kind cluster '$cluster'"
 if "$kind" get clusters | grep -qx "$cluster"; then
@@ -60,11 +70,24 @@ for deployment in cert-manager cert-manager-cainjector cert-manager-webhook; do
   "$kubectl" -n cert-manager rollout status "deployment/$deployment" --timeout=180s
 done
 
-step "4/5 images ($repository/*:$tag) into the cluster's nodes"
+step "4/5 images ($repository/*:$tag, and the third-party ones) into the cluster's nodes"
 IMAGE_REPOSITORY=$repository IMAGE_TAG=$tag scripts/build-images.sh
 for image in $images; do
   "$kind" load docker-image --name "$cluster" "$repository/${image%%:*}:$tag"
 done
+# The databases, NATS, the collector and Jaeger: pulled once by this machine and loaded onto
+# the nodes, so the nodes never pull them from Docker Hub (whose anonymous limit a second
+# cluster made within the hour would hit). Pinned tags: a pulled image is reused as it is.
+for image in $("$kubectl" kustomize k8s/overlays/kind | sed -n 's/^[ -]*image: *//p' | tr -d '"' |
+  grep -v "^$repository/" | sort -u); do
+  "$docker" image inspect "$image" >/dev/null 2>&1 || "$docker" pull "$image"
+  "$kind" load docker-image --name "$cluster" "$image"
+done
+# A re-run after a code change rebuilt bookmesh/*:dev, but the Deployments did not change (same
+# tag, same template), so nothing would roll: note which ones exist, to restart them below.
+restart=$("$kubectl" -n bookmesh get deployments -o name \
+  -l 'app.kubernetes.io/part-of=bookmesh,app.kubernetes.io/component in (service,gateway)' \
+  2>/dev/null || true)
 
 step "5/5 the development token key and the kind overlay"
 # Users sign in with development tokens (make -s token ...) signed by the local key; the
@@ -74,3 +97,11 @@ step "5/5 the development token key and the kind overlay"
 "$kubectl" -n bookmesh create secret generic token-keys --from-file=jwt.pub=data/pki/jwt.pub \
   --dry-run=client -o yaml | "$kubectl" apply -f -
 OVERLAY=kind scripts/deploy.sh
+if [[ -n "$restart" ]]; then
+  step "the images were rebuilt: restarting the bookmesh Deployments that were already running"
+  # shellcheck disable=SC2086 # one name per word
+  "$kubectl" -n bookmesh rollout restart $restart
+  for deployment in $restart; do
+    "$kubectl" -n bookmesh rollout status "$deployment" --timeout=300s
+  done
+fi

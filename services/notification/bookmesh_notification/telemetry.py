@@ -122,6 +122,11 @@ class Telemetry:
             print(f"telemetry: flushing spans failed: {error}", file=sys.stderr)
 
 
+#: The sampler's variables, read by the SDK's TracerProvider as the Rust services' SDK reads
+#: them (the kind overlay keeps a tenth of the traces, parent-based).
+SAMPLER_ENV = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
+
+
 def init_tracing() -> Telemetry:
     """Installs the tracer provider, with an OTLP exporter when the environment asks for one."""
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: WORKLOAD}
@@ -134,6 +139,9 @@ def init_tracing() -> Telemetry:
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
             exporting = True
+            sampling = ", ".join(f"{name}={os.environ[name]}" for name in SAMPLER_ENV if os.environ.get(name))
+            if sampling:
+                print(f"telemetry: exporting traces, sampled by {sampling}", file=sys.stderr)
         except Exception as error:  # noqa: BLE001 - without an exporter the service still runs
             print(f"telemetry: no OTLP exporter ({error}); traces are not exported", file=sys.stderr)
     trace.set_tracer_provider(provider)
