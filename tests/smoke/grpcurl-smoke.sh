@@ -104,6 +104,8 @@ check "walkthrough: renting the same book twice is refused" "Code: AlreadyExists
 check "walkthrough: someone else's card is PERMISSION_DENIED" "Code: PermissionDenied" "$output"
 check "walkthrough: ... because it is not the member's own" "NOT_SELF" "$output"
 check "walkthrough: no token is UNAUTHENTICATED" "Code: Unauthenticated" "$output"
+check "race: the rival's answer is shown" "rival: " "$output"
+check "race: ... and yours" "you: " "$output"
 
 # The README's curl walkthrough, through the gateway, exactly as written there.
 curl_block=$(awk '/<!-- curl:start -->/{on=1; next} /<!-- curl:end -->/{on=0} on' README.md | sed '/^```/d')
