@@ -97,6 +97,10 @@ smoke: build tools ## Start the mesh and drive it with the real grpcurl, README 
 demo-failover: build tools ## Demo: replicas joining and leaving under load, a hung upstream tripping the breaker
 	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" scripts/demo-failover.sh
 
+.PHONY: demo-redeploy
+demo-redeploy: build tools ## Demo: rebuild and redeploy book-service alone while members read their rental cards: no read fails (docs/principles.md)
+	scripts/demo-redeploy.sh
+
 .PHONY: demo-scale
 demo-scale: build tools ## Demo: the same load against one replica, three replicas (scale out) and one bigger replica (scale up), side by side (docs/principles.md)
 	scripts/demo-scale.sh
