@@ -99,11 +99,11 @@ demo-failover: build tools ## Demo: replicas joining and leaving under load, a h
 
 .PHONY: demo-redeploy
 demo-redeploy: build tools ## Demo: rebuild and redeploy book-service alone while members read their rental cards: no read fails (docs/principles.md)
-	scripts/demo-redeploy.sh
+	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" scripts/demo-redeploy.sh
 
 .PHONY: demo-scale
 demo-scale: build tools ## Demo: the same load against one replica, three replicas (scale out) and one bigger replica (scale up), side by side (docs/principles.md)
-	scripts/demo-scale.sh
+	PATH="$(CURDIR)/$(TOOLS)/venv/bin:$$PATH" scripts/demo-scale.sh
 
 .PHONY: loadgen
 loadgen: build ## Load the running mesh (make run) for 10 s with the default mix; ARGS="..." for more

@@ -105,3 +105,12 @@ echo "GetRentalCard, $concurrency calls in flight for $seconds s each, on $(npro
   echo "way|calls/s|p50 ms|p99 ms|succeeded|failed"
   printf '%s\n' "${rows[@]}"
 } | column -t -s '|'
+# A way whose calls failed, or that served none, is a broken demo, not a figure.
+for row in "${rows[@]}"; do
+  IFS='|' read -r way rate _ _ _ failed <<<"$row"
+  if [[ "$failed" != 0 || "$rate" == 0 ]]; then
+    echo "!! $way: $failed calls failed, $rate calls/s (logs: $work)" >&2
+    trap - EXIT
+    exit 1
+  fi
+done
