@@ -6,36 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug
-work=$(mktemp -d)
-pids=()
-declare -A pid_of
-cleanup() {
-  for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+DEMO_RUST_LOG=info,bookmesh::access=debug
+# shellcheck source=scripts/demo-lib.sh
+source scripts/demo-lib.sh
 
 port=50062
 hosts="$work/hosts"
 printf '127.0.0.2 member.demo\n127.0.0.3 member.demo\n127.0.0.4 member.demo\n' >"$hosts"
 
-start() { # start NAME BINARY ENV...
-  local name=$1 binary=$2
-  shift 2
-  env BOOKMESH_LOG_FORMAT=json BOOKMESH_INSECURE_PLAINTEXT=true RUST_LOG=info,bookmesh::access=debug "$@" "$bin/$binary" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  pid_of[$name]=$!
-}
-wait_serving() { # wait_serving HOST:PORT
-  for _ in $(seq 1 300); do
-    if grpcurl -plaintext "$1" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then return 0; fi
-    sleep 0.2
-  done
-  echo "$1 never became SERVING" >&2
-  exit 1
-}
 calls() { # calls REPLICA...: GetMember calls served by each
   for replica in "$@"; do
     printf '  %-12s %s GetMember calls\n' "$replica" "$(grep -c 'MemberService/GetMember' "$work/member-$replica.log" || true)"

@@ -10,37 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug
-work=$(mktemp -d)
-pids=()
-declare -A pid_of
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/demo-lib.sh
+source scripts/demo-lib.sh
 
 command -v jq >/dev/null || { echo "jq not found" >&2; exit 1; }
 command -v grpcurl >/dev/null || { echo "grpcurl not found: run make tools" >&2; exit 1; }
 seconds=${SECONDS_OF_LOAD:-15}
 member=127.0.0.1:50082 book=127.0.0.1:50081 rental=127.0.0.1:50083
 
-start() { # start NAME BINARY ENV...
-  local name=$1 binary=$2
-  shift 2
-  env BOOKMESH_LOG_FORMAT=json BOOKMESH_INSECURE_PLAINTEXT=true RUST_LOG=warn "$@" "$bin/$binary" >>"$work/$name.log" 2>&1 &
-  pids+=($!)
-  pid_of[$name]=$!
-}
-wait_serving() { # wait_serving HOST:PORT
-  for _ in $(seq 1 300); do
-    if grpcurl -plaintext "$1" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then return 0; fi
-    sleep 0.1
-  done
-  echo "$1 never became SERVING (logs: $work)" >&2
-  exit 1
-}
 start_book() {
   start book book-service BOOKMESH_LISTEN=$book BOOKMESH_DATA_DIR="$work/book" BOOKMESH_RENTAL_ENDPOINTS=http://$rental
 }

@@ -14,35 +14,14 @@ cd "$(dirname "$0")/.."
 
 seconds=${SECONDS_PER_WAY:-10}
 concurrency=${CONCURRENCY:-48}
-bin=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/demo-lib.sh
+source scripts/demo-lib.sh
 
 command -v jq >/dev/null || { echo "jq not found" >&2; exit 1; }
 command -v grpcurl >/dev/null || { echo "grpcurl not found: run make tools" >&2; exit 1; }
 port=50073
 hosts="$work/hosts"
 
-start() { # start NAME BINARY ENV...
-  local name=$1 binary=$2
-  shift 2
-  env BOOKMESH_LOG_FORMAT=json BOOKMESH_INSECURE_PLAINTEXT=true RUST_LOG=warn "$@" "$bin/$binary" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-}
-wait_serving() { # wait_serving HOST:PORT
-  for _ in $(seq 1 300); do
-    if grpcurl -plaintext "$1" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then return 0; fi
-    sleep 0.2
-  done
-  echo "$1 never became SERVING (log: $work)" >&2
-  exit 1
-}
 stop_rentals() {
   for pid in "${rental_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${rental_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
