@@ -9,7 +9,6 @@
 //! or when the prepared rentals run out, whichever comes first (the report says which).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use bookmesh::proto::rental::v1::RentBookRequest;
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use tonic::transport::Channel;
 
-use super::saga::{lock, serving, start_mesh};
+use super::saga::{MeshArgs, lock, serving, start_mesh};
 use super::{binaries, stop};
 
 #[derive(Debug, clap::Args)]
@@ -37,15 +36,8 @@ pub struct RentArgs {
     /// Rentals prepared (a book each, a member per five): the most the run can send.
     #[arg(long, default_value_t = 25_000)]
     rentals: usize,
-    /// Folder of the service binaries (default: this binary's own folder).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
-    /// The services' databases: `sqlite` or `postgres` (a fresh database each, local server).
-    #[arg(long, env = "BENCH_DB", default_value = "sqlite")]
-    db: String,
-    /// Write the figures as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    mesh: MeshArgs,
 }
 
 /// Books a member may hold at once (the rental rules' limit).
@@ -60,9 +52,9 @@ pub async fn run(args: RentArgs) -> anyhow::Result<()> {
         args.rentals >= args.concurrency * BOOKS_PER_MEMBER,
         "--rentals must be at least five times --concurrency"
     );
-    let bin_dir = binaries(args.bin_dir.clone())?;
+    let bin_dir = binaries(args.mesh.bin_dir.clone())?;
     let work = tempfile::tempdir()?;
-    let (mut processes, [member, book, rental]) = start_mesh(&bin_dir, work.path(), &args.db)?;
+    let (mut processes, [member, book, rental]) = start_mesh(&bin_dir, work.path(), &args.mesh.db)?;
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let result = async {
         let members = serving(&url(member)).await?;
@@ -79,7 +71,7 @@ pub async fn run(args: RentArgs) -> anyhow::Result<()> {
     println!();
     println!(
         "RentBook, {} calls in flight, fresh mesh (member, book, rental) on {}, every call its own book and card",
-        args.concurrency, args.db
+        args.concurrency, args.mesh.db
     );
     println!(
         "{:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}  errors",
@@ -101,7 +93,7 @@ pub async fn run(args: RentArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.mesh.json {
         if let Some(folder) = path.parent() {
             std::fs::create_dir_all(folder)?;
         }

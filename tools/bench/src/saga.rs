@@ -36,16 +36,23 @@ pub struct SagaArgs {
     /// How long rentals are sent at each rate.
     #[arg(long, value_parser = bookmesh::config::parse_duration, default_value = "10s")]
     duration: Duration,
+    #[command(flatten)]
+    mesh: MeshArgs,
+}
+
+/// Where the benches that start a mesh (saga, rent) find it and write their figures.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MeshArgs {
     /// Folder of the service binaries (default: this binary's own folder).
     #[arg(long)]
-    bin_dir: Option<PathBuf>,
+    pub(crate) bin_dir: Option<PathBuf>,
     /// The services' databases: `sqlite` (files under a temporary folder, as `make run`
     /// stores them), or `postgres` (a fresh database each on the local server).
     #[arg(long, env = "BENCH_DB", default_value = "sqlite")]
-    db: String,
+    pub(crate) db: String,
     /// Write the figures as JSON here.
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 }
 
 /// When each rental was answered and confirmed, by (member, book).
@@ -56,11 +63,11 @@ struct Timeline {
 }
 
 pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
-    let bin_dir = binaries(args.bin_dir.clone())?;
+    let bin_dir = binaries(args.mesh.bin_dir.clone())?;
     println!();
     println!(
         "Saga convergence: RentBook answered → RentConfirmed on rental's feed; each rental its own member and book; {:?} per rate, fresh mesh per rate on {}",
-        args.duration, args.db
+        args.duration, args.mesh.db
     );
     println!(
         "{:>8} {:>7} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}  errors",
@@ -71,7 +78,7 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
         if rate <= 0.0 {
             bail!("rates must be positive");
         }
-        let row = one_rate(&bin_dir, rate, args.duration, &args.db)
+        let row = one_rate(&bin_dir, rate, args.duration, &args.mesh.db)
             .await
             .with_context(|| format!("at {rate}/s"))?;
         println!(
@@ -88,7 +95,7 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
         );
         rows.push(row);
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.mesh.json {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
