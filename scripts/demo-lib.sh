@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Shared by the demos that start their own processes (demo-failover, demo-scale,
 # demo-redeploy): source it after `cd` to the repository's root. It sets $bin (the debug
-# binaries), $work (a temporary folder, deleted on exit, with each process's log) and stops
-# every process it started on exit. DEMO_RUST_LOG sets the processes' log filter.
+# binaries), $work (a temporary folder with each process's log, deleted on exit unless
+# keep_work=1) and stops every process it started on exit. DEMO_RUST_LOG sets the processes'
+# log filter.
 bin=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug
 work=$(mktemp -d)
 pids=()
@@ -10,7 +11,8 @@ declare -A pid_of
 cleanup() {
   for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  # A demo that failed sets keep_work=1 so its logs stay for reading.
+  [[ -n "${keep_work:-}" ]] || rm -rf "$work"
 }
 trap cleanup EXIT
 

@@ -70,7 +70,7 @@ jq -r '"  GetRentalCard calls: \(.count), succeeded \(.succeeded), refused \(.re
 failed=$(jq -r .failed "$work/report.json")
 if [[ "$failed" != 0 ]]; then
   echo "!! $failed reads failed while only book was redeployed (logs: $work)" >&2
-  trap - EXIT
+  keep_work=1
   exit 1
 fi
 echo "  no read failed: rental answers from its own database, whatever book is doing."

@@ -89,7 +89,7 @@ for row in "${rows[@]}"; do
   IFS='|' read -r way rate _ _ _ failed <<<"$row"
   if [[ "$failed" != 0 || "$rate" == 0 ]]; then
     echo "!! $way: $failed calls failed, $rate calls/s (logs: $work)" >&2
-    trap - EXIT
+    keep_work=1
     exit 1
   fi
 done
