@@ -26,7 +26,7 @@ load() { # load TITLE
   "$bin/loadgen" --duration "${seconds}s" --rate 20 --mix read=40,rent=40,return=20 \
     >"$work/load.out" 2>"$work/load.err" || echo "   loadgen failed: $(tail -1 "$work/load.err")"
   sed -n '/Status code distribution/,/^$/p' "$work/load.out"
-  echo "   rental's breaker to book (0 closed, 1 open): $(metric 51053 'bookmesh_client_circuit_breaker_state{upstream="book"}')"
+  echo "   rental's breaker to book (0 closed, 1 open, 2 half-open): $(metric 51053 'bookmesh_client_circuit_breaker_state{upstream="book"}')"
   echo "   events member dead-lettered: $(metric 51052 'bookmesh_consumer_events_total{outcome="dead_lettered",subscription="member:rental"}')"
 }
 fault() { # fault SERVICE NAME [SETTING=VALUE...]; OFF=1 as a setting switches it off

@@ -24,7 +24,7 @@ trap cleanup EXIT
 fail() {
   echo "SMOKE FAIL: $*" >&2
   echo "--- launcher log (last 40 lines) ---" >&2
-  grep -vE '^\s+([0-9]+: |at )' "$log" | tail -n 40 >&2 || true
+  [[ -f "$log" ]] && grep -vE '^\s+([0-9]+: |at )' "$log" | tail -n 40 >&2 || true
   exit 1
 }
 
@@ -47,6 +47,8 @@ for port in 50051 50052 50053 50054; do
   fi
 done
 
+# The log exists before the launcher does: the wait below reads it at once.
+: >"$log"
 "$launcher" --data-dir "$work/data" >"$log" 2>&1 &
 launcher_pid=$!
 deadline=$((SECONDS + 150))
@@ -55,7 +57,7 @@ until grep -q "bookmesh is up" "$log"; do
   ((SECONDS < deadline)) || fail "mesh not up within 150s"
   sleep 0.2
 done
-echo "ok - mesh up"
+passed=$((passed + 1)); echo "ok - mesh up"
 
 ca=data/pki/ca.crt
 TOKEN=$(make -s token ROLE=librarian)
