@@ -282,8 +282,12 @@ impl Gateway {
             return self.faults.answer(request).await;
         }
         // Every method of the contracts is a POST to a path with a dot in its first part
-        // (`/bookmesh.book.v1.BookService/GetBook`); a GET of anything else is the console.
-        if method == Method::GET && !path.starts_with("/api/") && self.routes.get(path).is_none() {
+        // (`/bookmesh.book.v1.BookService/GetBook`); a GET of anything else is the console, and
+        // so is a HEAD (hyper sends its headers without the body), as `curl -I` expects.
+        if (method == Method::GET || method == Method::HEAD)
+            && !path.starts_with("/api/")
+            && self.routes.get(path).is_none()
+        {
             return self.console.serve(path).await;
         }
         // A span per call that continues the browser's `traceparent` (or starts a trace):

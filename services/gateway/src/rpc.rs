@@ -46,7 +46,16 @@ impl Gateway {
         if let Some(encoding) = grpc_web::Encoding::of(&content_type) {
             return self.grpc_web(request, encoding).await;
         }
-        if self.routes.get(request.uri().path()).is_some() && request.method() != Method::POST {
+        // A path that is no method says so whatever its content type: "wrong content type"
+        // would send the caller looking in the wrong place.
+        if self.routes.get(request.uri().path()).is_none() {
+            let status = no_method(request.uri().path());
+            return reply::json(
+                connect::http_status(status.code()),
+                connect::error_body(&status, &self.routes.pool),
+            );
+        }
+        if request.method() != Method::POST {
             let mut response = reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "unimplemented",
@@ -187,11 +196,7 @@ impl Gateway {
         decode: impl FnOnce(&routes::Route, &[u8]) -> Result<Vec<u8>, Status>,
     ) -> Result<Prepared<'_>, Status> {
         let Some(route) = self.routes.get(request.uri().path()) else {
-            return Err(Status::unimplemented(format!(
-                "no method at {}: POST /<package.Service>/<Method>, for the services {}",
-                request.uri().path(),
-                PUBLIC_SERVICES.map(|(name, _)| name).join(", ")
-            )));
+            return Err(no_method(request.uri().path()));
         };
         if request.method() != Method::POST {
             return Err(Status::unimplemented("methods are called with POST"));
@@ -392,4 +397,12 @@ fn forwarded(
         .and_then(|value| value.parse().ok())
         .map(Some)
         .ok_or(())
+}
+
+/// The answer for a path that is not a public method.
+fn no_method(path: &str) -> Status {
+    Status::unimplemented(format!(
+        "no method at {path}: POST /<package.Service>/<Method>, for the services {}",
+        PUBLIC_SERVICES.map(|(name, _)| name).join(", ")
+    ))
 }

@@ -464,6 +464,12 @@ async fn the_console_is_served_with_safe_headers_and_nothing_outside_its_folder(
     assert_eq!(body, json!("<!doctype html><title>console</title>"));
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert_eq!(headers["cache-control"], "no-cache");
+    // `curl -I`: the same headers, no body.
+    let (status, head, body) = call(&mesh.gateway, "HEAD", "/", &[], "").await;
+    assert_eq!(
+        (status, &head["content-type"], body),
+        (200, &headers["content-type"], json!(""))
+    );
     assert!(
         headers["content-security-policy"]
             .to_str()

@@ -171,6 +171,35 @@ async fn errors_keep_their_grpc_code_and_details() {
     )
     .await;
     assert_eq!(status, 415);
+    // ...but a path that is no method says so, whatever the content type or HTTP method.
+    for (method, path, content_type) in [
+        (
+            "POST",
+            "/bookmesh.book.v1.BookService/DeleteEverything",
+            "text/plain",
+        ),
+        ("PUT", "/nothing/here", "application/xml"),
+    ] {
+        let (status, error) = http(
+            &mesh.gateway,
+            method,
+            path,
+            &[("content-type", content_type)],
+            "{}",
+        )
+        .await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (501, Some("unimplemented")),
+            "{method} {path}: {error}"
+        );
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with(&format!("no method at {path}"))),
+            "{error}"
+        );
+    }
     // Media types are case-insensitive; a compressed body is refused, not misread.
     let (status, _) = http(
         &mesh.gateway,
