@@ -4,6 +4,7 @@
 # (--build-arg BINARY=<binary>); with one (the notification service, Python), that file builds
 # the image, from the same context (the repository's root, narrowed by <Dockerfile>.dockerignore).
 #   IMAGE_REPOSITORY (bookmesh) and IMAGE_TAG (dev) name them: bookmesh/book:dev, ...
+#   RELEASE_OPT_LEVEL=s builds the Rust binaries for size (less memory, slower; docs/performance.md).
 #   PLATFORMS=linux/amd64,linux/arm64 builds both through buildx; IMAGE_OUTPUT says where they
 #   go (--load into the local image store, the default, needs Docker's containerd image store
 #   for more than one platform; --push sends them to IMAGE_REPOSITORY's registry).
@@ -34,7 +35,7 @@ for image in $images; do
     build_args=()
   else
     dockerfile=images/Dockerfile
-    build_args=(--build-arg "BINARY=$binary")
+    build_args=(--build-arg "BINARY=$binary" --build-arg "RELEASE_OPT_LEVEL=${RELEASE_OPT_LEVEL:-3}")
   fi
   [[ -f $dockerfile ]] || {
     echo "error: $dockerfile (for $name) not found" >&2
