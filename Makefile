@@ -142,13 +142,14 @@ check: ## Check that the running mesh (make run) is consistent once the sagas se
 RATES ?= 50,100,200,300
 
 .PHONY: bench
-bench: ## Benchmark on release builds: reads through the full stack against bare tonic, each service's footprint, RentBook throughput and saga convergence (tables, JSON under target/bench, a chart in docs/images); BENCH_DB=postgres for PostgreSQL (docs/performance.md)
+bench: ## Benchmark on release builds: reads through the full stack against bare tonic, each service's footprint (image sizes too, after make images), RentBook throughput and saga convergence (tables, JSON under target/bench, a chart in docs/images); BENCH_DB=postgres for PostgreSQL (docs/performance.md)
 	$(CARGO) build --release -p book-service --features bookmesh/bench-layer-switches
 	cp "$${CARGO_TARGET_DIR:-target}/release/book-service" "$${CARGO_TARGET_DIR:-target}/release/book-service-bench-layers"
 	$(CARGO) build --release -p book-service -p member-service -p rental-service -p bestbook-service -p gateway-service -p bookmesh-bench
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" reads --duration $(or $(DURATION),10s) --rounds $(or $(ROUNDS),3) --db $(or $(BENCH_DB),sqlite) \
 	  --json target/bench/reads-$(or $(BENCH_DB),sqlite).json --svg docs/images/bench-reads-$(or $(BENCH_DB),sqlite).svg
-	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" footprint --json target/bench/footprint.json
+	IMAGE_REPOSITORY=$(IMAGE_REPOSITORY) IMAGE_TAG=$(IMAGE_TAG) DOCKER=$(DOCKER) \
+	  "$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" footprint --json target/bench/footprint.json
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" rent --concurrency $(or $(CONCURRENCY),32) --duration $(or $(DURATION),10s) --db $(or $(BENCH_DB),sqlite) --json target/bench/rent-$(or $(BENCH_DB),sqlite).json
 	"$${CARGO_TARGET_DIR:-target}/release/bookmesh-bench" saga --rates $(RATES) --duration $(or $(DURATION),10s) --db $(or $(BENCH_DB),sqlite) --json target/bench/saga-$(or $(BENCH_DB),sqlite).json
 

@@ -7,6 +7,10 @@
 //! while a peer is down). Start to SERVING is measured from the spawn to the first health
 //! check that answers SERVING, polled every millisecond; it is reported as the median of
 //! `--rounds` starts. Idle RSS is read from `/proc/<pid>/status` after `--idle` of quiet.
+//!
+//! Image sizes come from the local image store (`docker image inspect`, or `$DOCKER`) for the
+//! images `make images` builds (`$IMAGE_REPOSITORY/<name>:$IMAGE_TAG`, bookmesh/book:dev…):
+//! build them first; without Docker or without the images the column says so.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -51,9 +55,21 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
         args.rounds, args.idle
     );
     println!(
-        "{:<18} {:>14} {:>12} {:>9} {:>9} {:>10} {:>10}",
-        "service", "to SERVING ms", "idle RSS MB", "own MB", "file MB", "binary MB", "stripped"
+        "{:<18} {:>14} {:>12} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "service",
+        "to SERVING ms",
+        "idle RSS MB",
+        "own MB",
+        "file MB",
+        "binary MB",
+        "stripped",
+        "image MB"
     );
+    let mut images_missing = Vec::new();
+    // The names `make images` gives them, after the same variables.
+    let repository = std::env::var("IMAGE_REPOSITORY").unwrap_or_else(|_| "bookmesh".into());
+    let tag = std::env::var("IMAGE_TAG").unwrap_or_else(|_| "dev".into());
+    let docker = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
     for service in SERVICES {
         let binary = bin_dir.join(service);
         if !binary.exists() {
@@ -87,9 +103,16 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
         let mb = |kb: u64| kb as f64 / 1024.0;
         let (rss_mb, own_mb, file_mb) = (mb(rss_kb.total), mb(rss_kb.anonymous), mb(rss_kb.file));
         let stripped = stripped_mb(&binary, work.path());
+        let image = image_name(&repository, &tag, service);
+        let image_size = image_mb(&docker, &image);
+        if image_size.is_none() {
+            images_missing.push(image);
+        }
+        let or_dash = |mb: Option<f64>| mb.map_or_else(|| "-".to_owned(), |mb| format!("{mb:.1}"));
         println!(
-            "{service:<18} {median:>14.1} {rss_mb:>12.1} {own_mb:>9.1} {file_mb:>9.1} {size_mb:>10.1} {:>10}",
-            stripped.map_or_else(|| "-".to_owned(), |mb| format!("{mb:.1}"))
+            "{service:<18} {median:>14.1} {rss_mb:>12.1} {own_mb:>9.1} {file_mb:>9.1} {size_mb:>10.1} {:>10} {:>10}",
+            or_dash(stripped),
+            or_dash(image_size)
         );
         rows.push(serde_json::json!({
             "service": service,
@@ -100,7 +123,14 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
             "idle_rss_file_mb": (file_mb * 10.0).round() / 10.0,
             "binary_mb": (size_mb * 10.0).round() / 10.0,
             "stripped_mb": stripped.map(|mb| (mb * 10.0).round() / 10.0),
+            "image_mb": image_size.map(|mb| (mb * 10.0).round() / 10.0),
         }));
+    }
+    if !images_missing.is_empty() {
+        println!(
+            "(image sizes: {} not in the local image store, or no Docker here: `make images` builds them)",
+            images_missing.join(", ")
+        );
     }
     if let Some(path) = &args.json {
         if let Some(parent) = path.parent() {
@@ -227,4 +257,65 @@ fn stripped_mb(binary: &Path, work: &Path) -> Option<f64> {
     let size = std::fs::metadata(&copy).ok()?.len() as f64 / (1024.0 * 1024.0);
     let _ = std::fs::remove_file(&copy);
     stripped.then_some(size)
+}
+
+/// The image `make images` builds for `service` (book-service → `bookmesh/book:dev`).
+fn image_name(repository: &str, tag: &str, service: &str) -> String {
+    let name = service.strip_suffix("-service").unwrap_or(service);
+    format!("{repository}/{name}:{tag}")
+}
+
+/// The image's size in MiB as the local image store reports it (uncompressed, all layers);
+/// `None` without `docker` (or another engine's command with the same CLI) or the image.
+fn image_mb(docker: &str, image: &str) -> Option<f64> {
+    let output = std::process::Command::new(docker)
+        .args(["image", "inspect", "--format", "{{.Size}}", image])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let bytes: u64 = String::from_utf8(output.stdout).ok()?.trim().parse().ok()?;
+    Some(bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_named_as_make_images_names_them() {
+        assert_eq!(
+            image_name("bookmesh", "dev", "book-service"),
+            "bookmesh/book:dev"
+        );
+        assert_eq!(
+            image_name("registry.example/bm", "abc123", "gateway-service"),
+            "registry.example/bm/gateway:abc123"
+        );
+    }
+
+    #[test]
+    fn the_image_store_s_size_is_read_in_mib() {
+        // A stand-in for `docker` that knows one image, answering as `docker image inspect
+        // --format {{.Size}}` does.
+        let dir = tempfile::tempdir().expect("dir");
+        let docker = dir.path().join("docker");
+        std::fs::write(
+            &docker,
+            "#!/bin/sh\n[ \"$5\" = bookmesh/book:dev ] && echo 52428800 && exit 0\n\
+             echo 'Error: No such image' >&2; exit 1\n",
+        )
+        .expect("script");
+        std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let docker = docker.to_str().expect("utf-8 path");
+        assert_eq!(image_mb(docker, "bookmesh/book:dev"), Some(50.0));
+        assert_eq!(image_mb(docker, "bookmesh/member:dev"), None);
+        // No image store at all: no size, not an error. (In this test, not one of its own:
+        // another test's process spawned while the script above is open for writing would
+        // make running it fail with "text file busy".)
+        assert_eq!(image_mb("/nonexistent/docker", "bookmesh/book:dev"), None);
+    }
 }
