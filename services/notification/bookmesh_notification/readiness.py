@@ -25,8 +25,9 @@ class Readiness:
         self._serving = False
         #: Latches on the first ready store: its tables exist from then on.
         self.started = False
-        #: Set when a stop signal arrives: never ready again.
+        #: Set when a stop signal arrived, once NOT_SERVING is published: never ready again.
         self.stopping = asyncio.Event()
+        self._stop_requested = False
         self._started_event = asyncio.Event()
         self._listeners: list[Callable[[bool], Awaitable[None]]] = []
         #: Why the service is failed for good (a supervised task ended), or None.
@@ -51,7 +52,7 @@ class Readiness:
         if serving:
             self.started = True
             self._started_event.set()
-        serving = serving and not self.stopping.is_set() and self.failure is None
+        serving = serving and not self._stop_requested and self.failure is None
         if serving != self._serving:
             self._serving = serving
             await self._notify()
@@ -70,7 +71,7 @@ class Readiness:
         if task.cancelled():
             return
         error = task.exception()
-        if self.stopping.is_set():
+        if self._stop_requested:
             if error is not None:
                 log.error("a task failed while stopping", exc_info=error, extra={"task": task.get_name()})
             return
@@ -93,9 +94,13 @@ class Readiness:
         notifying.add_done_callback(self._notifying.discard)
 
     async def mark_stopping(self) -> None:
-        """A stop signal arrived: not ready from now on, whatever the store says."""
-        self.stopping.set()
+        """A stop signal arrived: not ready from now on, whatever the store says.
+
+        NOT_SERVING is published before `stopping` is set: what ends on `stopping` (health
+        watches) then has it to send last, rather than racing its publication."""
+        self._stop_requested = True
         await self.set_serving(False)
+        self.stopping.set()
 
     async def wait_started(self) -> None:
         await self._started_event.wait()

@@ -42,19 +42,56 @@ class DrainingHealth(HealthServicer):
     def __init__(self, stopping: asyncio.Event) -> None:
         super().__init__()
         self._stopping = stopping
+        self._statuses: dict[str, int] = {}
+
+    async def set(self, service: str, status) -> None:
+        self._statuses[service] = status
+        await super().set(service, status)
 
     async def Watch(self, request, context) -> None:
-        watching = asyncio.ensure_future(super().Watch(request, context))
+        sent = _SentStatus(context)
+        watching = asyncio.ensure_future(super().Watch(request, sent))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
         if not watching.done():
+            # Let the watch send the last change first (NOT_SERVING, published just before
+            # `stopping`), so the client sees why it ends: at most a second, and no write
+            # of our own racing the watch's.
+            final = self._statuses.get(request.service)
+            deadline = asyncio.get_running_loop().time() + 1.0
+            while final is not None and sent.last != final and not watching.done():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                sent.changed.clear()
+                try:
+                    await asyncio.wait_for(sent.changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the service is stopping")
         watching.result()
+
+
+class _SentStatus:
+    """A Watch's context that remembers the last status it sent."""
+
+    def __init__(self, context) -> None:
+        self._context = context
+        self.last = None
+        self.changed = asyncio.Event()
+
+    async def write(self, message) -> None:
+        await self._context.write(message)
+        self.last = message.status
+        self.changed.set()
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
 
 
 def _register_reflection_v1() -> None:

@@ -68,7 +68,11 @@ class Service:
 
     def __init__(self, env: dict[str, str], workdir: Path, name: str = "notification") -> None:
         self.port = int(env.get("BOOKMESH_LISTEN", "127.0.0.1:0").rsplit(":", 1)[1]) or free_port()
+        # Two ports asked for one after the other may be the same one (the first was free
+        # again): the service would then fail to bind its admin port.
         self.admin_port = free_port()
+        while self.admin_port == self.port:
+            self.admin_port = free_port()
         self.env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
