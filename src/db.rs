@@ -28,6 +28,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// ([`begin_write`]), so this is a small read pool plus the one writer.
 const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
+/// How long a pooled connection to a database server may sit idle before it is pinged when
+/// handed out again (see connect_lazy).
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// The pool size for `url`'s engine; `BOOKMESH_DB_MAX_CONNECTIONS` overrides it (benchmarks
 /// compare sizes with it).
 fn max_connections(url: &str) -> u32 {
@@ -57,7 +61,20 @@ pub async fn connect_lazy(url: &str) -> Result<DatabaseConnection, DbErr> {
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false)
+        .sqlx_logging(false);
+    // sqlx pings a pooled connection every time it hands one out: a round trip before every
+    // statement run outside a transaction (on SQLite a hand-off to the connection's thread and
+    // back, on PostgreSQL and MariaDB one to the server). A connection that answered a moment
+    // ago needs no test, so only one idle for longer than PING_WHEN_IDLE_FOR is pinged, which
+    // catches what a server restart, a proxy or a firewall dropped while it sat idle
+    // (HikariCP's `aliveBypassWindowMs` is the same idea). A SQLite connection is a file opened
+    // by this process: nothing can drop it, so it is never pinged.
+    if url.starts_with("sqlite:") {
+        options.test_before_acquire(false);
+    } else {
+        options.test_before_acquire_if_idle_for(PING_WHEN_IDLE_FOR);
+    }
+    options
         // WAL lets readers run beside the one writer; the busy timeout makes a writer of another
         // process wait for the lock instead of failing with SQLITE_BUSY (writers of this process
         // take turns in begin_write).
@@ -101,9 +118,11 @@ pub async fn connect_lazy(url: &str) -> Result<DatabaseConnection, DbErr> {
 /// 100 ms. On PostgreSQL and MySQL/MariaDB this is a plain `BEGIN`: their row locks and
 /// optimistic versions already let concurrent writers run.
 ///
-/// Keep the returned turn until the transaction is committed or dropped.
+/// Keep the returned turn until the transaction is committed or dropped. `writer` says who
+/// writes, for the writer-turn metrics (`bookmesh_db_write_turn_*_seconds`).
 pub async fn begin_write(
     db: &DatabaseConnection,
+    writer: Writer,
 ) -> Result<(DatabaseTransaction, WriterTurn), DbErr> {
     if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
         return Ok((db.begin().await?, WriterTurn(None)));
@@ -114,7 +133,18 @@ pub async fn begin_write(
         .get_filename()
         .to_path_buf();
     let turn = match sqlite_writer(file) {
-        Some(writer) => Some(writer.lock_owned().await),
+        Some(turns) => {
+            let waiting = std::time::Instant::now();
+            let guard = turns.lock_owned().await;
+            crate::metrics::DB_WRITE_TURN_WAIT
+                .with_label_values(&[writer.label()])
+                .observe(waiting.elapsed().as_secs_f64());
+            Some(HeldTurn {
+                _guard: guard,
+                writer,
+                since: std::time::Instant::now(),
+            })
+        }
         None => None,
     };
     let txn = db
@@ -128,7 +158,43 @@ pub async fn begin_write(
 
 /// A writer's turn on a SQLite database ([`begin_write`]); the next writer goes when it drops.
 #[must_use = "the turn ends when this is dropped: keep it until the transaction ends"]
-pub struct WriterTurn(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
+pub struct WriterTurn(#[allow(dead_code)] Option<HeldTurn>);
+
+/// Who takes a writer turn ([`begin_write`]): the `writer` label of the writer-turn metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// A call's own transaction (RentBook, ReturnBook…).
+    Call,
+    /// An event consumer applying events, or dead-lettering one.
+    Consumer,
+    /// The outbox relay giving committed events their feed positions.
+    Relay,
+}
+
+impl Writer {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::Consumer => "consumer",
+            Self::Relay => "relay",
+        }
+    }
+}
+
+/// The lock of a turn, who holds it, and since when (`bookmesh_db_write_turn_held_seconds`).
+struct HeldTurn {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    writer: Writer,
+    since: std::time::Instant,
+}
+
+impl Drop for HeldTurn {
+    fn drop(&mut self) {
+        crate::metrics::DB_WRITE_TURN_HELD
+            .with_label_values(&[self.writer.label()])
+            .observe(self.since.elapsed().as_secs_f64());
+    }
+}
 
 /// The queue of this process's writers to one SQLite file (none for an in-memory database,
 /// which is private to its connection). One entry per file a process opens: a handful.

@@ -162,6 +162,37 @@ pub(crate) static DB_POOL: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// How long SQLite writers of this process waited for their turn (`db::begin_write`), by
+/// writer (`call`, `consumer`, `relay`).
+pub(crate) static DB_WRITE_TURN_WAIT: LazyLock<HistogramVec> = LazyLock::new(|| {
+    writer_histogram(
+        "bookmesh_db_write_turn_wait_seconds",
+        "Time a SQLite write transaction waited for this process's writer turn, by writer",
+    )
+});
+
+/// How long SQLite writers held the turn, by writer: the rate of its sum is the share of time
+/// the one writer is busy (near 1, writes queue), and its labels say who keeps it busy
+/// (docs/performance.md).
+pub(crate) static DB_WRITE_TURN_HELD: LazyLock<HistogramVec> = LazyLock::new(|| {
+    writer_histogram(
+        "bookmesh_db_write_turn_held_seconds",
+        "Time a SQLite write transaction held this process's writer turn, by writer",
+    )
+});
+
+/// A histogram by writer, with buckets from 100 µs: a write transaction on a local file
+/// takes well under a millisecond when nothing delays it.
+fn writer_histogram(name: &str, help: &str) -> HistogramVec {
+    let buckets = vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+    ];
+    match HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["writer"]) {
+        Ok(histogram) => register(histogram),
+        Err(error) => panic!("invalid metric definition {name}: {error}"),
+    }
+}
+
 /// Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.
 pub(crate) static CLIENT_BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(

@@ -296,7 +296,7 @@ impl Processor {
     /// Applies `events` in one transaction, each in its own consume span (continuing its
     /// producer's trace); the first failure rolls all of them back.
     async fn try_apply_batch(&self, events: &[Event]) -> Result<Vec<Handled>, HandlerError> {
-        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.db, crate::db::Writer::Consumer).await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
             let span = self.consume_span(event);
@@ -405,7 +405,7 @@ impl Processor {
                 "database outage (fault injected)".to_owned(),
             ));
         }
-        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.db, crate::db::Writer::Consumer).await?;
         let handled = self.apply_in(&txn, event).await?;
         advance(&txn, &self.config.subscription(), event.sequence).await?;
         txn.commit().await?;
@@ -444,7 +444,7 @@ impl Processor {
     }
 
     async fn dead_letter(&self, event: &Event, error: &str) -> Result<(), DbErr> {
-        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.db, crate::db::Writer::Consumer).await?;
         dead_letter::Entity::insert(dead_letter::ActiveModel {
             subscription: Set(self.config.subscription()),
             event_id: Set(event.event_id.clone()),

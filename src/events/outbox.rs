@@ -98,7 +98,7 @@ impl Relay {
         if nothing_pending {
             return Ok(0);
         }
-        let (txn, _turn) = crate::db::begin_write(&self.db).await?;
+        let (txn, _turn) = crate::db::begin_write(&self.db, crate::db::Writer::Relay).await?;
         let pending = pending_rows(&txn).await?;
         if pending.is_empty() {
             return Ok(0);

@@ -24,10 +24,12 @@ use bookmesh::proto::book::v1::book_service_client::BookServiceClient;
 use bookmesh::proto::book::v1::{GetBookRequest, ListBooksRequest, RegisterBookRequest};
 use clap::{Parser, Subcommand};
 
+mod cpu;
 mod footprint;
 mod reads;
 mod rent;
 mod saga;
+mod writer;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 

@@ -21,7 +21,9 @@ use bookmesh::proto::rental::v1::RentBookRequest;
 use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use tonic::transport::Channel;
 
-use super::saga::{MeshArgs, lock, serving, start_mesh};
+use super::cpu::{CpuMeter, describe};
+use super::saga::{MeshArgs, lock, named, serving, start_mesh_with_admin};
+use super::writer::{WriterMeter, describe_writer};
 use super::{binaries, stop};
 
 #[derive(Debug, clap::Args)]
@@ -54,14 +56,21 @@ pub async fn run(args: RentArgs) -> anyhow::Result<()> {
     );
     let bin_dir = binaries(args.mesh.bin_dir.clone())?;
     let work = tempfile::tempdir()?;
-    let (mut processes, [member, book, rental]) = start_mesh(&bin_dir, work.path(), &args.mesh.db)?;
+    let (mut processes, [member, book, rental], [_, _, rental_admin]) =
+        start_mesh_with_admin(&bin_dir, work.path(), &args.mesh.db)?;
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let result = async {
         let members = serving(&url(member)).await?;
         let books = serving(&url(book)).await?;
         let rentals = serving(&url(rental)).await?;
         let pairs = prepare(members, books, args.rentals).await?;
-        load(rentals, pairs, args.concurrency, args.duration).await
+        let meter = CpuMeter::start(&named(&processes));
+        let writer = WriterMeter::start(rental_admin).await;
+        let mut row = load(rentals, pairs, args.concurrency, args.duration).await?;
+        let calls = row["ok"].as_u64().unwrap_or_default() as usize;
+        row["cpu"] = meter.finish(calls);
+        row["rental_writer"] = writer.finish(calls).await;
+        Ok::<_, anyhow::Error>(row)
     }
     .await;
     for process in &mut processes {
@@ -93,6 +102,12 @@ pub async fn run(args: RentArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    if let Some(line) = describe(&row["cpu"], "rental") {
+        println!("{line}");
+    }
+    if let Some(line) = describe_writer(&row["rental_writer"], "rental-service") {
+        println!("{line}");
+    }
     if let Some(path) = &args.mesh.json {
         if let Some(folder) = path.parent() {
             std::fs::create_dir_all(folder)?;

@@ -26,6 +26,7 @@ use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use prost::Message as _;
 use tokio::process::{Child, Command};
 
+use super::cpu::{CpuMeter, describe};
 use super::{binaries, stop, tonic_health_ready};
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +94,9 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
             row["max_ms"].as_f64().unwrap_or_default(),
             row["errors"]
         );
+        if let Some(line) = describe(&row["cpu"], "confirmed rental") {
+            println!("{:>8} {line}", "");
+        }
         rows.push(row);
     }
     if let Some(path) = &args.mesh.json {
@@ -145,6 +149,8 @@ async fn one_rate(
         let timeline = Arc::new(Mutex::new(Timeline::default()));
         let feed = tokio::spawn(follow_feed(rental_channel.clone(), timeline.clone()));
         let errors = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
+        // From the first rental sent until the last confirmed (or the wait gives up).
+        let meter = CpuMeter::start(&named(&processes));
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut sends = tokio::task::JoinSet::new();
@@ -190,6 +196,7 @@ async fn one_rate(
         }
         feed.abort();
         let timeline = lock(&timeline);
+        let cpu = meter.finish(timeline.confirmed.len());
         let mut gaps: Vec<f64> = timeline
             .answered
             .iter()
@@ -217,6 +224,7 @@ async fn one_rate(
             "p99_ms": percentile(0.99).round(),
             "max_ms": percentile(1.0).round(),
             "errors": errors,
+            "cpu": cpu,
         }))
     }
     .await;
@@ -224,6 +232,15 @@ async fn one_rate(
         stop(process).await;
     }
     result
+}
+
+/// The mesh's processes by name (start_mesh's order), for a CpuMeter.
+pub(crate) fn named(processes: &[Child]) -> Vec<(String, Option<u32>)> {
+    ["member", "book", "rental"]
+        .iter()
+        .zip(processes)
+        .map(|(name, process)| (format!("{name}-service"), process.id()))
+        .collect()
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -266,14 +283,28 @@ pub(crate) fn start_mesh(
     work: &Path,
     db: &str,
 ) -> anyhow::Result<(Vec<Child>, [u16; 3])> {
+    let (processes, ports, _admin) = start_mesh_with_admin(bin_dir, work, db)?;
+    Ok((processes, ports))
+}
+
+/// [`start_mesh`], and the admin ports (`/metrics`) of member, book and rental.
+pub(crate) fn start_mesh_with_admin(
+    bin_dir: &Path,
+    work: &Path,
+    db: &str,
+) -> anyhow::Result<(Vec<Child>, [u16; 3], [u16; 3])> {
     let port = || -> anyhow::Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port())
     };
     let (member, book, rental) = (port()?, port()?, port()?);
+    let admin = [port()?, port()?, port()?];
     let mut processes = Vec::new();
-    for (name, listen) in [("member", member), ("book", book), ("rental", rental)] {
+    for ((name, listen), admin) in [("member", member), ("book", book), ("rental", rental)]
+        .into_iter()
+        .zip(admin)
+    {
         let database = match db {
             "sqlite" => None,
             "postgres" => Some(super::reads::fresh_postgres(&format!(
@@ -285,13 +316,13 @@ pub(crate) fn start_mesh(
         processes.push(spawn(
             bin_dir,
             name,
-            listen,
+            [listen, admin],
             work,
             [member, book, rental],
             database,
         )?);
     }
-    Ok((processes, [member, book, rental]))
+    Ok((processes, [member, book, rental], admin))
 }
 
 pub(crate) async fn serving(url: &str) -> anyhow::Result<tonic::transport::Channel> {
@@ -314,7 +345,7 @@ pub(crate) async fn serving(url: &str) -> anyhow::Result<tonic::transport::Chann
 fn spawn(
     bin_dir: &Path,
     name: &str,
-    listen: u16,
+    [listen, admin]: [u16; 2],
     work: &Path,
     [member, book, rental]: [u16; 3],
     database: Option<String>,
@@ -329,6 +360,7 @@ fn spawn(
     }
     command
         .env("BOOKMESH_LISTEN", format!("127.0.0.1:{listen}"))
+        .env("BOOKMESH_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .env("BOOKMESH_DATA_DIR", work.join(name))
         .env("BOOKMESH_INSECURE_PLAINTEXT", "true")
         .env(

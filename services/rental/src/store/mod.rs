@@ -11,6 +11,7 @@ pub mod migration;
 
 use std::collections::HashSet;
 
+use bookmesh::db::Writer;
 use bookmesh::events::outbox::{self, Relay};
 use bookmesh::paging::PageRequest;
 use sea_orm::sea_query::Expr;
@@ -155,9 +156,24 @@ impl RentalStore {
         C: Clone + Into<Option<Change>>,
     {
         for attempt in 1..=MAX_ATTEMPTS {
-            // On SQLite, this process's writers take turns (see begin_write).
-            let (txn, _turn) = bookmesh::db::begin_write(&self.db).await?;
-            let loaded = match load(&txn, member_id, None).await? {
+            // On SQLite, this process's writers take turns (see begin_write), and that one
+            // writer is what limits the rent path (docs/performance.md): every statement run
+            // while it holds the turn is a round trip to the connection's thread. So the first
+            // attempt reads the card before taking the turn and holds it only to write. The
+            // card's version makes that safe: a card changed between the read and the write
+            // fails the versioned update (or, new, the insert) as a conflict, and the retry
+            // reads under the turn, where on SQLite no writer of this process can get in
+            // between: a busy card costs one retry, not a livelock.
+            let mut writing = if attempt == 1 {
+                None
+            } else {
+                Some(bookmesh::db::begin_write(&self.db, Writer::Call).await?)
+            };
+            let loaded = match &writing {
+                Some((txn, _turn)) => load(txn, member_id, None).await?,
+                None => load(&self.db, member_id, None).await?,
+            };
+            let loaded = match loaded {
                 Some(loaded) => loaded,
                 None if create_if_missing => LoadedCard {
                     card: RentalCard::new(member_id),
@@ -175,6 +191,10 @@ impl RentalStore {
                 .into_iter()
                 .collect();
             let publishes = !events.is_empty();
+            let (txn, turn) = match writing.take() {
+                Some(writing) => writing,
+                None => bookmesh::db::begin_write(&self.db, Writer::Call).await?,
+            };
             let saved = match save(&txn, &loaded, &card).await {
                 Ok(()) => outbox::append(&txn, events).await.map_err(SaveError::from),
                 Err(error) => Err(error),
@@ -183,13 +203,21 @@ impl RentalStore {
                 Ok(()) => {}
                 Err(SaveError::Conflict) => {
                     tracing::debug!(%member_id, attempt, "card changed concurrently; retrying");
+                    // Roll back and let the next writer go before pausing.
                     drop(txn);
-                    contention_backoff(attempt).await;
+                    drop(turn);
+                    // The first attempt read before its turn: the retry reads under it, and
+                    // needs no pause to stop colliding.
+                    if attempt > 1 {
+                        contention_backoff(attempt).await;
+                    }
                     continue;
                 }
                 Err(SaveError::Database(error)) => return Err(error.into()),
             }
-            match txn.commit().await {
+            let committed = txn.commit().await;
+            drop(turn);
+            match committed {
                 Ok(()) => {
                     // Committed with its outbox row, not yet published: after a crash here
                     // the relay of the next process publishes it (docs/faults.md).

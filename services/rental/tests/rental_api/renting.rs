@@ -140,3 +140,33 @@ async fn concurrent_rents_on_one_card_never_exceed_five() {
         5
     );
 }
+
+/// The writer metrics' count of calls' write transactions so far (every service of this
+/// process shares one registry, so the count only grows, whatever other tests run beside).
+fn write_transactions(metric: &str) -> f64 {
+    bookmesh::metrics::render()
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(&format!("{metric}_count{{writer=\"call\"}} "))?;
+            value.parse().ok()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_rent_on_sqlite_waits_for_and_holds_the_writer_turn_on_the_metrics() {
+    if bookmesh::testing::Engine::from_env() != bookmesh::testing::Engine::Sqlite {
+        // PostgreSQL and MariaDB have no writer turn: their writers run side by side.
+        return;
+    }
+    let mut mesh = start_mesh().await;
+    let member = mesh.member().await;
+    let book = mesh.book("Solaris").await;
+    let (held, waited) = (
+        write_transactions("bookmesh_db_write_turn_held_seconds"),
+        write_transactions("bookmesh_db_write_turn_wait_seconds"),
+    );
+    mesh.rent(&member, &book).await.expect("rent");
+    assert!(write_transactions("bookmesh_db_write_turn_held_seconds") >= held + 1.0);
+    assert!(write_transactions("bookmesh_db_write_turn_wait_seconds") >= waited + 1.0);
+}
