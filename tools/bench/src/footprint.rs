@@ -203,20 +203,9 @@ async fn grpc_serving(port: u16) -> bool {
 }
 
 async fn healthz(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    if stream
-        .write_all(b"GET /healthz HTTP/1.0\r\nHost: bench\r\n\r\n")
+    super::admin_get(port, "/healthz")
         .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer).await;
-    answer.split_whitespace().nth(1) == Some("200")
+        .is_some_and(|(status, _)| status == 200)
 }
 
 /// The process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).

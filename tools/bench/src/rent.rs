@@ -22,7 +22,7 @@ use bookmesh::proto::rental::v1::rental_service_client::RentalServiceClient;
 use tonic::transport::Channel;
 
 use super::cpu::{CpuMeter, describe};
-use super::saga::{MeshArgs, lock, named, serving, start_mesh_with_admin};
+use super::saga::{MeshArgs, lock, named, serving, start_mesh};
 use super::writer::{WriterMeter, describe_writer};
 use super::{binaries, stop};
 
@@ -57,7 +57,7 @@ pub async fn run(args: RentArgs) -> anyhow::Result<()> {
     let bin_dir = binaries(args.mesh.bin_dir.clone())?;
     let work = tempfile::tempdir()?;
     let (mut processes, [member, book, rental], [_, _, rental_admin]) =
-        start_mesh_with_admin(&bin_dir, work.path(), &args.mesh.db)?;
+        start_mesh(&bin_dir, work.path(), &args.mesh.db)?;
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let result = async {
         let members = serving(&url(member)).await?;

@@ -116,7 +116,7 @@ async fn one_rate(
     db: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let work = tempfile::tempdir()?;
-    let (mut processes, [member, book, rental]) = start_mesh(bin_dir, work.path(), db)?;
+    let (mut processes, [member, book, rental], _admin) = start_mesh(bin_dir, work.path(), db)?;
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let result = async {
         let member_channel = serving(&url(member)).await?;
@@ -276,19 +276,9 @@ async fn follow_feed(channel: tonic::transport::Channel, timeline: Arc<Mutex<Tim
 }
 
 /// Starts member, book and rental services (release, plaintext; SQLite under `work`, or with
-/// `db` = `postgres` a fresh database each) on free ports; returns the processes and the
-/// ports (member, book, rental).
+/// `db` = `postgres` a fresh database each) on free ports; returns the processes, their gRPC
+/// ports and their admin ports (`/metrics`), each as (member, book, rental).
 pub(crate) fn start_mesh(
-    bin_dir: &Path,
-    work: &Path,
-    db: &str,
-) -> anyhow::Result<(Vec<Child>, [u16; 3])> {
-    let (processes, ports, _admin) = start_mesh_with_admin(bin_dir, work, db)?;
-    Ok((processes, ports))
-}
-
-/// [`start_mesh`], and the admin ports (`/metrics`) of member, book and rental.
-pub(crate) fn start_mesh_with_admin(
     bin_dir: &Path,
     work: &Path,
     db: &str,

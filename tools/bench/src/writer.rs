@@ -8,8 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 const HELD: &str = "bookmesh_db_write_turn_held_seconds";
 const WAIT: &str = "bookmesh_db_write_turn_wait_seconds";
 
@@ -116,20 +114,10 @@ async fn turns(admin_port: u16) -> Option<Turns> {
     Some(parse(&scrape(admin_port).await?))
 }
 
-/// `GET /metrics` over plain HTTP/1.1 on the admin port.
+/// The admin port's `/metrics`.
 async fn scrape(admin_port: u16) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
-        .await
-        .ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.ok()?;
-    let answer = String::from_utf8(answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    let (status, body) = super::admin_get(admin_port, "/metrics").await?;
+    (status == 200).then_some(body)
 }
 
 /// Reads `<name>_sum{writer="…"} value` and `<name>_count{writer="…"} value` lines.
