@@ -63,8 +63,9 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Transient(_) => true,
-            Self::Database(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) => true,
-            Self::Database(error) => crate::db::is_contention(error),
+            Self::Database(error) => {
+                crate::db::is_unreachable(error) || crate::db::is_contention(error)
+            }
             _ => false,
         }
     }
@@ -791,6 +792,24 @@ mod tests {
         let letters = dead_letter::Entity::find().all(&db).await.expect("letters");
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].event_id, bad.event_id);
+    }
+
+    #[test]
+    fn a_connection_lost_under_a_statement_is_transient_and_a_refused_statement_is_not() {
+        use sea_orm::{RuntimeErr, sqlx};
+        use std::sync::Arc;
+        let lost = HandlerError::Database(DbErr::Query(RuntimeErr::SqlxError(Arc::new(
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ))));
+        assert!(lost.is_transient());
+        let refused = HandlerError::Database(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(
+            sqlx::Error::Protocol("unexpected message".into()),
+        ))));
+        assert!(!refused.is_transient());
+        assert!(
+            HandlerError::Database(DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout))
+                .is_transient()
+        );
     }
 
     #[test]
