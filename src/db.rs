@@ -316,10 +316,18 @@ pub(crate) fn spawn_readiness<M: MigratorTrait>(
         loop {
             ticker.tick().await;
             // An injected outage fails the check as a real one would (docs/faults.md).
+            let outage = || Err(DbErr::Custom("fault injected: database outage".to_owned()));
             let answered = if crate::faults::database_outage() {
-                Err(DbErr::Custom("fault injected: database outage".to_owned()))
+                outage()
             } else {
-                db.ping().await
+                let pinged = db.ping().await;
+                // The fault may have been switched on while the ping was out, and the admin
+                // port then set NOT_SERVING at once: a ping that left before must not undo it.
+                if pinged.is_ok() && crate::faults::database_outage() {
+                    outage()
+                } else {
+                    pinged
+                }
             };
             record_pool_metrics(&db);
             if let Err(error) = &answered {
