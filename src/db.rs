@@ -416,29 +416,6 @@ pub(crate) fn record_pool_metrics(db: &DatabaseConnection) {
     gauge.with_label_values(&["max"]).set(i64::from(max));
 }
 
-/// Whether `error` says the database could not be reached, rather than that it refused the
-/// statement: no connection to be had, or one that broke under the statement. Pooled
-/// connections in steady use are not pinged before each statement ([`connect_lazy`]), so a
-/// server that restarted since a connection's last use fails the next statement on it with an
-/// I/O error: the server's absence, which a retry cures, not a bug. The one place that decides
-/// it: calls answer UNAVAILABLE for it, consumers retry without counting towards dead letters.
-pub fn is_unreachable(error: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx};
-    match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(source))
-        | DbErr::Query(RuntimeErr::SqlxError(source)) => matches!(
-            &**source,
-            sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-        ),
-        _ => false,
-    }
-}
-
 /// Whether `error` means "another transaction holds the lock or got there first": SQLite's busy
 /// or locked writer, a serialization failure or deadlock on PostgreSQL and MySQL/MariaDB
 /// (SQLSTATE class 40), or a lock wait or statement that ran out of time. Retrying the whole transaction on fresh data is the cure; nothing is

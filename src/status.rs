@@ -68,12 +68,37 @@ impl FieldViolations {
 /// database cannot be reached (the client may retry elsewhere or later), INTERNAL otherwise.
 /// The details go to the log.
 pub fn database_error(error: &sea_orm::DbErr) -> Status {
-    if crate::db::is_unreachable(error) {
+    if database_unreachable(error) {
         tracing::warn!(%error, "database unavailable");
         Status::unavailable("database unavailable, try again")
     } else {
         tracing::error!(%error, "database error");
         Status::internal("internal error")
+    }
+}
+
+/// Whether `error` says the database could not be reached, rather than that it refused the
+/// statement: no connection to be had, or one that broke under the statement. Pooled
+/// connections in steady use are not pinged before each statement (`db::connect_lazy`), so a
+/// server that restarted since a connection's last use fails the next statement on it with an
+/// I/O error: the server's absence, which a retry cures, not a bug. The one place that decides
+/// it: calls answer UNAVAILABLE for it, consumers retry without counting towards dead letters.
+/// (Here rather than beside `db::is_contention`: the status layer comes before the database
+/// one.)
+pub fn database_unreachable(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx};
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(source))
+        | DbErr::Query(RuntimeErr::SqlxError(source)) => matches!(
+            &**source,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        ),
+        _ => false,
     }
 }
 

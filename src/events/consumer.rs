@@ -64,7 +64,7 @@ impl HandlerError {
         match self {
             Self::Transient(_) => true,
             Self::Database(error) => {
-                crate::db::is_unreachable(error) || crate::db::is_contention(error)
+                crate::status::database_unreachable(error) || crate::db::is_contention(error)
             }
             _ => false,
         }
