@@ -11,6 +11,11 @@ DEMO_RUST_LOG=info,bookmesh::access=debug
 source scripts/demo-lib.sh
 
 port=50062
+# The binaries are debug builds, which serve about 100 calls/s with this mix on a 2-core
+# machine (every service and the load generator share the cores). Past that, calls queue
+# until their deadline and each step would show an overloaded build, not the mesh; at 200/s
+# step 3 failed in CI on deadlines, not on the replica leaving. DEMO_RATE changes it.
+rate=${DEMO_RATE:-60}
 hosts="$work/hosts"
 printf '127.0.0.2 member.demo\n127.0.0.3 member.demo\n127.0.0.4 member.demo\n' >"$hosts"
 
@@ -22,7 +27,7 @@ calls() { # calls REPLICA...: GetMember calls served by each
 served() { grep -c 'MemberService/GetMember' "$work/member-$1.log" || true; }
 load() { # load SECONDS: prints the report, keeps it in $work/report for failed_calls
   BOOKMESH_HOSTS_FILE="$hosts" BOOKMESH_INSECURE_PLAINTEXT=true "$bin/loadgen" --rental http://127.0.0.1:50063 --member http://member.demo:$port --book http://127.0.0.1:50061 \
-    --rate 200 --duration "$1s" --mix read=20,rent=50,return=30 --members 100 --books 300 --ids-file "$work/ids.json" 2>/dev/null |
+    --rate "$rate" --duration "$1s" --mix read=20,rent=50,return=30 --members 100 --books 300 --ids-file "$work/ids.json" 2>/dev/null |
     sed -n '/Summary/,$p' | tee "$work/report"
 }
 failed_calls() { sed -n 's/^Outcomes:.* \([0-9]*\) failed$/\1/p' "$work/report"; }
@@ -53,7 +58,7 @@ for address in 127.0.0.2:$port 127.0.0.3:$port 127.0.0.4:$port 127.0.0.1:50061 1
   wait_serving "$address"
 done
 
-echo; echo "== 1. steady load (200 rentals/s for 10 s): the three replicas share it"
+echo; echo "== 1. steady load ($rate calls/s for 10 s): the three replicas share it"
 load 10
 calls 127.0.0.2 127.0.0.3 127.0.0.4
 for replica in 127.0.0.2 127.0.0.3 127.0.0.4; do
